@@ -1,0 +1,264 @@
+"""The spectral dictionary W (F x K) learned by NMF on log-spectrogram frames."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.decomposition import NMF, non_negative_factorization
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from ._validation import check_outputs
+from .features import AudioFeatures, is_audio_features
+
+# beta <= 0 (Itakura-Saito) cannot take zeros: every frame gets this floor.
+_EPS = 1e-6
+
+
+def to_frames(V: np.ndarray) -> np.ndarray:
+    """Audio orientation ``(n_clips, F, T)`` -> scikit-learn orientation ``(n_clips * T, F)``.
+
+    The only place the two orientations meet: NMF's ``components_`` (K x F) is Wᵀ and its
+    ``transform`` returns Hᵀ (frames x K).
+    """
+    n, F, T = V.shape
+    return np.ascontiguousarray(V.transpose(0, 2, 1).reshape(n * T, F))
+
+
+def from_frames(Ht: np.ndarray, n_clips: int) -> np.ndarray:
+    """scikit-learn orientation ``(n_clips * T, K)`` -> audio orientation ``(n_clips, K, T)``."""
+    K = Ht.shape[1]
+    return np.ascontiguousarray(Ht.reshape(n_clips, -1, K).transpose(0, 2, 1))
+
+
+class NMFDictionary(TransformerMixin, BaseEstimator):
+    """Learn the dictionary W (frequency x K) of spectral patterns with ``sklearn.decomposition.NMF``.
+
+    Parameters
+    ----------
+    n_components : int, default=100
+        K, the number of spectral patterns (L2I used 100 for ESC-50). With ``per_class=True``, the
+        total over all blocks.
+    beta_loss : {"frobenius", "kullback-leibler", "itakura-saito"} or float, default="frobenius"
+        β-divergence, as in ``NMF``. Anything but Frobenius needs ``solver="mu"``.
+    solver : {"cd", "mu"}, default="cd"
+    per_class : bool, default=False
+        Learn one block of ``n_components // n_classes`` patterns on the clips of each class the
+        classifier predicts (``argmax`` of ``y``) and concatenate the blocks; any remainder is learned
+        on all clips. Needs ``y`` in ``fit``.
+    max_frames : int or None, default=20000
+        NMF is fitted on at most this many frames, drawn at random (all when ``None``).
+    max_iter, tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
+    random_state : int, RandomState or None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    components_ : ndarray (K, F)
+        Wᵀ, as scikit-learn orients it, columns of W L2-normalised.
+    dictionary_ : ndarray (F, K)
+        W in the audio orientation.
+    class_of_component_ : ndarray (K,)
+        With ``per_class``, the class whose clips each pattern was learned on (-1: shared).
+    reconstruction_err_ : float
+        Frobenius error of the frames it was fitted on, with the normalised W.
+
+    Notes
+    -----
+    Input is either the :class:`~nmfinterp.features.AudioFeatures` a
+    :class:`~nmfinterp.SpectrogramTransformer` makes (rows = clips, fitted on all their frames) or a
+    plain non-negative array whose rows are spectra (like ``NMF``). ``transform`` returns the
+    activations: for ``AudioFeatures`` it appends them as the block ``"activations"`` (K x T per clip)
+    and attaches the dictionary, so that the interpreter downstream finds W; for a plain array it
+    returns Hᵀ (rows x K), like ``NMF.transform``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> V = np.random.default_rng(0).random((50, 20))
+    >>> d = NMFDictionary(n_components=4, random_state=0).fit(V)
+    >>> d.dictionary_.shape, np.allclose(np.linalg.norm(d.dictionary_, axis=0), 1)
+    ((20, 4), True)
+    >>> d.transform(V).shape
+    (50, 4)
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "beta_loss": [StrOptions({"frobenius", "kullback-leibler", "itakura-saito"}), Real],
+        "solver": [StrOptions({"cd", "mu"})],
+        "per_class": ["boolean"],
+        "max_frames": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"random", "nndsvd", "nndsvda", "nndsvdar"}), None],
+        "alpha_W": [Interval(Real, 0, None, closed="left")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=100,
+        *,
+        beta_loss="frobenius",
+        solver="cd",
+        per_class=False,
+        max_frames=20000,
+        max_iter=400,
+        tol=1e-4,
+        init=None,
+        alpha_W=0.0,
+        l1_ratio=0.0,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.beta_loss = beta_loss
+        self.solver = solver
+        self.per_class = per_class
+        self.max_frames = max_frames
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init = init
+        self.alpha_W = alpha_W
+        self.l1_ratio = l1_ratio
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _nmf(self, n_components: int) -> NMF:
+        return NMF(
+            n_components=n_components,
+            beta_loss=self.beta_loss,
+            solver=self.solver,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            init=self.init,
+            alpha_W=self.alpha_W,
+            l1_ratio=self.l1_ratio,
+            random_state=self.random_state,
+            verbose=self.verbose,
+        )
+
+    def _frames(self, X, *, reset: bool) -> tuple[np.ndarray, int | None]:
+        """Rows of spectra (frames x F) from either input form, and the clip count if clips."""
+        if is_audio_features(X):
+            V = X.block("spectrogram")
+            if reset:
+                self.n_features_in_ = V.shape[1]
+            elif V.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"spectrograms have {V.shape[1]} frequency bins; expected {self.n_features_in_} "
+                    "as in fit (same n_fft)."
+                )
+            return to_frames(V).astype(np.float64), len(V)
+        frames = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+        if (frames < 0).any():
+            raise ValueError(
+                "Negative values in data passed to NMFDictionary: it needs non-negative spectra "
+                "(e.g. log(1 + |STFT|))."
+            )
+        return frames, None
+
+    def _floor(self, frames: np.ndarray) -> np.ndarray:
+        beta = {"frobenius": 2, "kullback-leibler": 1, "itakura-saito": 0}.get(self.beta_loss, self.beta_loss)
+        return frames + _EPS if beta <= 0 else frames
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn W from the frames of the clips (``y``: classifier outputs, used with ``per_class``)."""
+        frames, n_clips = self._frames(X, reset=True)
+        if self.solver == "cd" and self.beta_loss not in ("frobenius", 2, 2.0):
+            raise ValueError(
+                f"beta_loss={self.beta_loss!r} needs solver='mu'; solver='cd' only handles 'frobenius'."
+            )
+        rng = check_random_state(self.random_state)
+        frames = self._floor(frames)
+        clip_of_frame = (
+            np.repeat(np.arange(n_clips), len(frames) // n_clips) if n_clips else np.arange(len(frames))
+        )
+        if self.per_class:
+            if y is None:
+                raise ValueError(
+                    "per_class=True learns one block per predicted class and needs y "
+                    "(the classifier's outputs per clip) in fit."
+                )
+            rows = n_clips if n_clips else len(frames)
+            labels = check_outputs(y, rows).argmax(axis=1)[clip_of_frame]
+            classes = np.unique(labels)
+            k = self.n_components // len(classes)
+            if k < 1:
+                raise ValueError(
+                    f"n_components={self.n_components} is fewer than the {len(classes)} predicted classes; "
+                    "per_class=True needs at least one component per class."
+                )
+            groups = [(c, labels == c, k) for c in classes]
+            rest = self.n_components - k * len(classes)
+            if rest:
+                groups.append((-1, np.ones(len(frames), bool), rest))
+        else:
+            groups = [(-1, np.ones(len(frames), bool), self.n_components)]
+
+        blocks, owners, self.n_iter_ = [], [], 0
+        for c, sel, k in groups:
+            part = frames[sel]
+            if self.max_frames is not None and len(part) > self.max_frames:
+                part = part[rng.choice(len(part), self.max_frames, replace=False)]
+            if len(part) < k and self.init in (None, "nndsvd", "nndsvda", "nndsvdar"):
+                nmf = self._nmf(k).set_params(init="random")
+            else:
+                nmf = self._nmf(k)
+            nmf.fit(part)
+            self.n_iter_ = max(self.n_iter_, nmf.n_iter_)
+            blocks.append(nmf.components_)
+            owners.append(np.full(k, c))
+        Wt = np.vstack(blocks)
+        norms = np.linalg.norm(Wt, axis=1, keepdims=True)
+        # a component that came out all zero (too little data) is kept as a flat spectrum
+        Wt = np.where(norms > 0, Wt / np.where(norms > 0, norms, 1), 1 / np.sqrt(Wt.shape[1]))
+        self.components_ = Wt
+        self.dictionary_ = np.ascontiguousarray(Wt.T)
+        self.class_of_component_ = np.concatenate(owners)
+        self.n_components_ = Wt.shape[0]
+        sample = frames if len(frames) <= 20000 else frames[rng.choice(len(frames), 20000, replace=False)]
+        Ht = self._activations(sample)
+        self.reconstruction_err_ = float(np.linalg.norm(sample - Ht @ Wt))
+        return self
+
+    def _activations(self, frames: np.ndarray) -> np.ndarray:
+        Ht, _, _ = non_negative_factorization(
+            frames,
+            H=self.components_.astype(frames.dtype),
+            n_components=self.n_components_,
+            update_H=False,
+            beta_loss=self.beta_loss,
+            solver=self.solver,
+            max_iter=self.max_iter,
+            tol=self.tol,
+        )
+        return Ht
+
+    def transform(self, X):
+        """Activations of the dictionary for each clip (see Notes for the two input forms)."""
+        check_is_fitted(self)
+        frames, n_clips = self._frames(X, reset=False)
+        Ht = self._activations(self._floor(frames))
+        if n_clips is None:
+            return Ht
+        return X.with_block("activations", from_frames(Ht, n_clips), dictionary=self)
+
+    def inverse_transform(self, X):
+        """Spectra back from activations: W·H (plain arrays: rows of Hᵀ -> rows of spectra)."""
+        check_is_fitted(self)
+        if isinstance(X, AudioFeatures):
+            H = X.block("activations")
+            return np.einsum("fk,nkt->nft", self.dictionary_, H)
+        return np.asarray(X) @ self.components_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        return tags
