@@ -315,7 +315,7 @@ def load_esc_folder(
             f"{str(meta)!r} is missing; expected an ESC-50-style meta.csv with columns "
             f"{', '.join(_ESC_COLUMNS)} in {str(root)!r}."
         )
-    with open(meta, newline="", encoding="utf-8") as fh:
+    with open(meta, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in _ESC_COLUMNS if c not in header]

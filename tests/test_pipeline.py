@@ -1,0 +1,171 @@
+"""The scikit-learn experience end to end on synthetic sounds: Pipeline, explain, clone, grid search, joblib."""
+
+import joblib
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from nmfinterp import InterpreterEstimator, NMFDictionary, SpectrogramTransformer, explain, write_wavs
+from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
+from nmfinterp.datasets import make_synthetic_sounds
+
+SR = 16000
+LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ds = make_synthetic_sounds(n_per_class=16, sr=SR, duration=0.5, random_state=0)
+    train, test = ds.subset(ds.folds != 5), ds.subset(ds.folds == 5)
+    clf = LogMelCNN(ds.n_classes, sr=SR, n_fft=512, hop_length=160, channels=(8, 16, 16, 32), random_state=0)
+    clf = train_classifier(clf, train.waveforms, train.labels, epochs=8, random_state=0)
+    return clf, train, test, predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
+
+
+def make_pipe(clf, k=8, **kw):
+    return make_pipeline(
+        SpectrogramTransformer(sr=SR, n_fft=256, hop_length=128),
+        NMFDictionary(n_components=k, max_iter=100, random_state=0),
+        InterpreterEstimator(clf, layers=LAYERS, hidden=16, epochs=kw.pop("epochs", 15), random_state=0, **kw),
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted(setup):
+    clf, train, _, y_train, _ = setup
+    return make_pipe(clf).fit(train.waveforms, y_train)
+
+
+def test_fit_learns_to_mimic_the_classifier(setup, fitted):
+    _, train, test, y_train, y_test = setup
+    interp = fitted[-1]
+    assert len(interp.history_) == 15 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(interp.history_[0])
+    assert interp.history_[-1]["loss"] < interp.history_[0]["loss"]
+    assert fitted.score(train.waveforms, y_train) > 0.6  # chance is 0.25
+    assert fitted.predict_proba(test.waveforms).shape == (len(test), 4)
+    np.testing.assert_allclose(fitted.predict_proba(test.waveforms).sum(1), 1, rtol=1e-5)
+
+
+def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
+    _, _, test, _, _ = setup
+    ex = explain(fitted, test.waveforms[:4])
+    wav = np.asarray(ex)
+    assert wav.dtype == np.float32 and wav.shape == test.waveforms[:4].shape
+    assert all(m.min() >= 0 and m.max() <= 1 for m in ex.masks)
+    np.testing.assert_allclose(ex.waveforms + ex.residuals, test.waveforms[:4], atol=1e-5)
+    assert ex.relevance.shape == (4, 8) and np.allclose(ex.relevance.max(1), 1)
+    for sel, r in zip(ex.selected, ex.relevance, strict=True):
+        assert (r[sel] > 0).all() and list(sel) == sorted(sel, key=lambda k: -r[k])
+    # official selection keeps fewer components
+    official = explain(fitted, test.waveforms[:4], top_k=5, threshold=0.2)
+    assert all(len(s) <= 5 for s in official.selected)
+    # any class can be asked for; one clip and ragged lists keep their own lengths
+    assert explain(fitted, test.waveforms[:2], classes=3).classes.tolist() == [3, 3]
+    ragged = explain(fitted, [test.waveforms[0], test.waveforms[1][:5000]])
+    assert [len(w) for w in ragged.waveforms] == [8000, 5000]
+    assert np.asarray(explain(fitted, test.waveforms[0]).waveforms).shape == (1, 8000)
+
+
+def test_write_wavs(setup, fitted, tmp_path):
+    ex = explain(fitted, setup[2].waveforms[:2])
+    paths = write_wavs(ex, tmp_path, residuals=True)
+    assert len(paths) == 4
+    data, sr = sf.read(paths[0], dtype="float32")
+    assert sr == SR and len(data) == 8000
+    np.testing.assert_allclose(data, np.clip(ex.waveforms[0], -1, 1), atol=1 / 2**14)
+
+
+def test_joblib_round_trip_gives_the_same_explanations(setup, fitted, tmp_path):
+    test = setup[2]
+    joblib.dump(fitted, tmp_path / "p.joblib")
+    loaded = joblib.load(tmp_path / "p.joblib")
+    np.testing.assert_array_equal(np.asarray(explain(loaded, test.waveforms)), np.asarray(explain(fitted, test.waveforms)))
+
+
+def test_random_state_reproducible_and_classifier_untouched(setup):
+    clf, train, test, y_train, _ = setup
+    before = {k: v.clone() for k, v in clf.state_dict().items()}
+    a = make_pipe(clf, epochs=3).fit(train.waveforms, y_train)
+    b = make_pipe(clf, epochs=3).fit(train.waveforms, y_train)
+    np.testing.assert_array_equal(np.asarray(explain(a, test.waveforms)), np.asarray(explain(b, test.waveforms)))
+    assert all(torch.equal(before[k], v) for k, v in clf.state_dict().items())
+    assert not clf.training
+
+
+def test_clone_shares_the_classifier(setup):
+    pipe = make_pipe(setup[0])
+    cloned = clone(pipe)
+    assert cloned[-1].classifier is pipe[-1].classifier
+    assert cloned[-1] is not pipe[-1]
+
+
+def test_grid_search_over_dictionary_size_reuses_spectrograms(setup, tmp_path, monkeypatch):
+    clf, train, _, y_train, _ = setup
+    calls = []
+    original = SpectrogramTransformer.fit_transform
+
+    def counting(self, X, y=None, **kw):
+        calls.append(len(X))
+        return original(self, X, y, **kw)
+
+    monkeypatch.setattr(SpectrogramTransformer, "fit_transform", counting)
+    pipe = make_pipe(clf, epochs=2)
+    pipe = Pipeline(pipe.steps, memory=str(tmp_path))
+    search = GridSearchCV(pipe, {"nmfdictionary__n_components": [4, 8]}, cv=KFold(2), refit=False)
+    search.fit(train.waveforms, y_train)
+    assert len(search.cv_results_["mean_test_score"]) == 2
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert len(calls) == 2  # one spectrogram per fold, shared by both dictionary sizes
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "error", "match"),
+    [
+        (lambda X, y: (X, y[:-1]), ValueError, "rows but there are"),
+        (lambda X, y: (X, y[:, :1]), ValueError, "single column"),
+        (lambda X, y: (X[:, :0], y), ValueError, "0 feature"),
+        (lambda X, y: (np.where(np.arange(X.shape[1]) == 5, np.nan, X), y), ValueError, "NaN"),
+        (lambda X, y: (X[0], y), ValueError, "1-D"),
+    ],
+)
+def test_bad_fit_input_is_named(setup, make_bad, error, match):
+    clf, train, _, y_train, _ = setup
+    X, y = make_bad(train.waveforms, y_train)
+    with pytest.raises(error, match=match):
+        make_pipe(clf, epochs=1).fit(X, y)
+
+
+def test_wrong_number_of_columns_in_score(setup, fitted):
+    _, _, test, _, y_test = setup
+    with pytest.raises(ValueError, match="expected 4"):
+        fitted.score(test.waveforms, np.hstack([y_test, y_test]))
+
+
+def test_unknown_layer_and_unfitted_explain(setup):
+    clf, train, test, y_train, _ = setup
+    with pytest.raises(ValueError, match="no layer named"):
+        InterpreterEstimator(clf, layers=["blocks.9"], epochs=1).fit(train.waveforms[:4], y_train[:4])
+    with pytest.raises(NotFittedError):
+        explain(make_pipe(clf), test.waveforms)
+    with pytest.raises(TypeError, match="ending in an InterpreterEstimator"):
+        explain(make_pipeline(SpectrogramTransformer()), test.waveforms)
+
+
+def test_standalone_interpreter_on_waveforms(setup):
+    clf, train, test, y_train, _ = setup
+    interp = InterpreterEstimator(
+        clf,
+        layers=LAYERS,
+        spectrogram=SpectrogramTransformer(sr=SR, n_fft=256, hop_length=128),
+        dictionary=NMFDictionary(n_components=6, max_iter=50, random_state=0),
+        hidden=8,
+        epochs=2,
+        random_state=0,
+    ).fit(train.waveforms, y_train.argmax(1))
+    assert interp.dictionary_.n_components_ == 6
+    assert np.asarray(interp.explain(test.waveforms[:2]).waveforms).shape == (2, 8000)
