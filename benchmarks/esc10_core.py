@@ -39,7 +39,9 @@ def ci(values):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "esc10"))
     p.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--test-fold", type=int, default=4)
@@ -65,7 +67,9 @@ def main(argv=None):
     clf_seconds = time.perf_counter() - t
     y_train, y_test = predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
     accuracy = float(np.mean(y_test.argmax(1) == test.labels))
-    print(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f} (trained in {clf_seconds:.0f} s)")
+    print(
+        f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f} (trained in {clf_seconds:.0f} s)"
+    )
 
     results = {
         "data": args.data,

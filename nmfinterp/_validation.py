@@ -92,7 +92,9 @@ def check_waveforms(
                         f"{name}[{i}] has shape {c.shape}; expected a 1-D mono waveform. "
                         "For stereo, average the channels first."
                     )
-                out.append(check_waveforms(c, min_samples=min_samples, name=f"{name}[{i}]", allow_1d=True))
+                out.append(
+                    check_waveforms(c, min_samples=min_samples, name=f"{name}[{i}]", allow_1d=True)
+                )
             return out
     if issparse(X):
         raise TypeError(
@@ -100,8 +102,14 @@ def check_waveforms(
             "Pass a dense array (X.toarray())."
         )
     x = check_array(
-        X, accept_sparse=False, dtype="numeric" if np.asarray(X).dtype == object else None,
-        ensure_2d=False, allow_nd=True, ensure_all_finite=False, ensure_min_samples=0, input_name=name,
+        X,
+        accept_sparse=False,
+        dtype="numeric" if np.asarray(X).dtype == object else None,
+        ensure_2d=False,
+        allow_nd=True,
+        ensure_all_finite=False,
+        ensure_min_samples=0,
+        input_name=name,
     )
     if np.iscomplexobj(x):
         raise ValueError(f"Complex data not supported: {name} must hold real audio samples.")
@@ -136,7 +144,9 @@ def check_waveforms(
     return x
 
 
-def check_outputs(y, n_clips: int, *, n_classes: int | None = None, name: str = "classifier_outputs"):
+def check_outputs(
+    y, n_clips: int, *, n_classes: int | None = None, name: str = "classifier_outputs"
+):
     """Validate the classifier's outputs per clip: ``(n_clips, n_classes)`` scores or 1-D labels.
 
     1-D integer labels are turned into one-hot rows (``n_classes`` wide, or ``max + 1``).
@@ -164,7 +174,9 @@ def check_outputs(y, n_clips: int, *, n_classes: int | None = None, name: str = 
         )
     if y.ndim == 1:
         if len(y) != n_clips:
-            raise ValueError(f"{name} has {len(y)} rows but there are {n_clips} clips; expected one row per clip.")
+            raise ValueError(
+                f"{name} has {len(y)} rows but there are {n_clips} clips; expected one row per clip."
+            )
         if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)) or (y < 0).any():
             raise ValueError(
                 f"1-D {name} must be non-negative integer class labels; got other values. "
@@ -173,7 +185,9 @@ def check_outputs(y, n_clips: int, *, n_classes: int | None = None, name: str = 
         labels = y.astype(int)
         width = n_classes if n_classes is not None else max(int(labels.max()) + 1, 2)
         if labels.max() >= width:
-            raise ValueError(f"{name} has label {labels.max()}; expected labels below n_classes={width}.")
+            raise ValueError(
+                f"{name} has label {labels.max()}; expected labels below n_classes={width}."
+            )
         return np.eye(width, dtype=np.float32)[labels]
     if y.ndim != 2:
         raise ValueError(f"{name} has shape {y.shape}; expected (n_clips, n_classes).")

@@ -402,7 +402,7 @@ def train_classifier(
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(x), generator=g)
-        total_loss, correct = 0.0, 0
+        total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             if len(idx) < 2 and len(x) >= 2:
@@ -419,8 +419,9 @@ def train_classifier(
             scheduler.step()
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == yb).sum())
-        history["loss"].append(total_loss / len(x))
-        history["accuracy"].append(correct / len(x))
+            seen += len(idx)
+        history["loss"].append(total_loss / max(seen, 1))
+        history["accuracy"].append(correct / max(seen, 1))
         msg = f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, acc {history['accuracy'][-1]:.3f}"
         if validation_data is not None:
             acc = float(np.mean(predict_logits(model, x_val).argmax(1) == y_val))

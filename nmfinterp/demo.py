@@ -37,13 +37,17 @@ def default_n_fft(sr: int) -> int:
     return int(2 ** round(np.log2(0.032 * sr)))
 
 
-def build_pipeline(classifier, sr: int, n_components: int, epochs: int, random_state: int = 0, verbose: int = 0):
+def build_pipeline(
+    classifier, sr: int, n_components: int, epochs: int, random_state: int = 0, verbose: int = 0
+):
     """The pipeline the demo and the benchmark use: STFT -> NMF dictionary -> interpreter."""
     n_fft = default_n_fft(sr)
     return make_pipeline(
         SpectrogramTransformer(sr=sr, n_fft=n_fft, hop_length=n_fft // 2),
         NMFDictionary(n_components=n_components, random_state=random_state),
-        InterpreterEstimator(classifier, layers=LAYERS, epochs=epochs, random_state=random_state, verbose=verbose),
+        InterpreterEstimator(
+            classifier, layers=LAYERS, epochs=epochs, random_state=random_state, verbose=verbose
+        ),
     )
 
 
@@ -69,7 +73,9 @@ def evaluate_mixtures(pipe, classifier, test: AudioDataset, n_pairs: int, random
         c = int(predict_logits(classifier, mix.mixture[None])[0].argmax())
         if c not in (test.labels[a], test.labels[b]):
             continue
-        deciding, other = (mix.target, mix.other) if c == test.labels[a] else (mix.other, mix.target)
+        deciding, other = (
+            (mix.target, mix.other) if c == test.labels[a] else (mix.other, mix.target)
+        )
         ex = explain(pipe, mix.mixture[None])
         wave = np.asarray(ex.waveforms)[0]
         rows.append(
@@ -121,11 +127,15 @@ def run_demo(
         n_components = n_components or 100
         epochs = epochs or 60
         classifier_epochs = classifier_epochs or 30
-    log(f"data: {source}: {len(train)} training clips, {len(test)} test clips, classes {ds.class_names}")
+    log(
+        f"data: {source}: {len(train)} training clips, {len(test)} test clips, classes {ds.class_names}"
+    )
 
     t = time.perf_counter()
     clf = LogMelCNN(ds.n_classes, sr=sr, random_state=random_state)
-    clf = train_classifier(clf, train.waveforms, train.labels, epochs=classifier_epochs, random_state=random_state)
+    clf = train_classifier(
+        clf, train.waveforms, train.labels, epochs=classifier_epochs, random_state=random_state
+    )
     y_train, y_test = predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
     accuracy = float(np.mean(y_test.argmax(1) == test.labels))
     log(f"classifier: LogMelCNN, test accuracy {accuracy:.3f} ({time.perf_counter() - t:.0f} s)")
@@ -135,7 +145,9 @@ def run_demo(
     pipe.fit(train.waveforms, y_train)
     fit_s = time.perf_counter() - t
     fidelity = pipe.score(test.waveforms, y_test)
-    log(f"interpreter: K={n_components}, top-1 fidelity on held-out clips {fidelity:.3f} (fit {fit_s:.0f} s)")
+    log(
+        f"interpreter: K={n_components}, top-1 fidelity on held-out clips {fidelity:.3f} (fit {fit_s:.0f} s)"
+    )
 
     t = time.perf_counter()
     ex = explain(pipe, test.waveforms)
@@ -189,13 +201,18 @@ def run_demo(
         "fit_seconds": fit_s,
         "explain_seconds_per_clip": explain_s,
         "clean": {k: {"mean": v[0], "ci95": [v[1], v[2]]} for k, v in scores.items()},
-        "mixtures": {"n": len(rows), **{k: {"mean": v[0], "ci95": [v[1], v[2]]} for k, v in mix.items()}},
+        "mixtures": {
+            "n": len(rows),
+            **{k: {"mean": v[0], "ci95": [v[1], v[2]]} for k, v in mix.items()},
+        },
         "total_seconds": time.perf_counter() - t0,
         "output": str(out_dir.resolve()),
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(_markdown(report))
-    log(f"wrote WAVs and report.md / report.json to {out_dir} ({report['total_seconds']:.0f} s in all)")
+    log(
+        f"wrote WAVs and report.md / report.json to {out_dir} ({report['total_seconds']:.0f} s in all)"
+    )
     return report
 
 
@@ -211,21 +228,32 @@ def _markdown(r: dict) -> str:
         "| clean clips | mean | 95% CI |",
         "|---|---|---|",
     ]
-    lines += [f"| {k} | {v['mean']:.3f} | {v['ci95'][0]:.3f} – {v['ci95'][1]:.3f} |" for k, v in r["clean"].items()]
+    lines += [
+        f"| {k} | {v['mean']:.3f} | {v['ci95'][0]:.3f} – {v['ci95'][1]:.3f} |"
+        for k, v in r["clean"].items()
+    ]
     m = r["mixtures"]
     lines += ["", f"| equal-level mixtures (n = {m['n']}) | mean dB | 95% CI |", "|---|---|---|"]
     lines += [
         f"| {k} | {m[k]['mean']:.2f} | {m[k]['ci95'][0]:.2f} – {m[k]['ci95'][1]:.2f} |"
         for k in ("si_sdr_deciding", "si_sdr_other", "si_sdr_mixture")
     ]
-    lines += ["", "WAVs: `clean/` (input, explanation, residual) and `mixtures/` (mixture, sources, explanation)."]
+    lines += [
+        "",
+        "WAVs: `clean/` (input, explanation, residual) and `mixtures/` (mixture, sources, explanation).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="nmfinterp-demo", description=__doc__)
-    parser.add_argument("--data", help="folder in the ESC-50 layout (meta.csv + audio/); default: embedded synthetic sounds")
-    parser.add_argument("--out", default="nmfinterp_output", help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        help="folder in the ESC-50 layout (meta.csv + audio/); default: embedded synthetic sounds",
+    )
+    parser.add_argument(
+        "--out", default="nmfinterp_output", help="output folder (default: %(default)s)"
+    )
     parser.add_argument("--n-components", type=int, help="dictionary size K")
     parser.add_argument("--epochs", type=int, help="interpreter epochs")
     parser.add_argument("--classifier-epochs", type=int, help="classifier training epochs")

@@ -164,7 +164,9 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         return frames, None
 
     def _floor(self, frames: np.ndarray) -> np.ndarray:
-        beta = {"frobenius": 2, "kullback-leibler": 1, "itakura-saito": 0}.get(self.beta_loss, self.beta_loss)
+        beta = {"frobenius": 2, "kullback-leibler": 1, "itakura-saito": 0}.get(
+            self.beta_loss, self.beta_loss
+        )
         return frames + _EPS if beta <= 0 else frames
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -178,7 +180,9 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         frames = self._floor(frames)
         clip_of_frame = (
-            np.repeat(np.arange(n_clips), len(frames) // n_clips) if n_clips else np.arange(len(frames))
+            np.repeat(np.arange(n_clips), len(frames) // n_clips)
+            if n_clips
+            else np.arange(len(frames))
         )
         if self.per_class:
             if y is None:
@@ -223,7 +227,11 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         self.dictionary_ = np.ascontiguousarray(Wt.T)
         self.class_of_component_ = np.concatenate(owners)
         self.n_components_ = Wt.shape[0]
-        sample = frames if len(frames) <= 20000 else frames[rng.choice(len(frames), 20000, replace=False)]
+        sample = (
+            frames
+            if len(frames) <= 20000
+            else frames[rng.choice(len(frames), 20000, replace=False)]
+        )
         Ht = self._activations(sample)
         self.reconstruction_err_ = float(np.linalg.norm(sample - Ht @ Wt))
         return self

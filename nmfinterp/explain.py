@@ -19,25 +19,39 @@ from ._validation import check_waveforms
 _EPS = 1e-8
 
 
-def relevance(z: torch.Tensor, theta: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def relevance(
+    z: torch.Tensor, theta: torch.Tensor, classes: torch.Tensor, centered: bool = False
+) -> torch.Tensor:
     """r_k = z_k θ_{c,k} / max_j z_j θ_{c,j}, ``(n_clips, K)``.
+
+    With ``centered=True`` θ_{c,k} is replaced by θ_{c,k} − mean_j θ_{j,k}: how much component k
+    pushes class c above the average class. A softmax cannot tell the two θ apart (they give the
+    same probabilities), so the raw sign of θ_{c,k} is arbitrary; the centred one is not. Measured
+    on ESC-10 it selects more faithful explanations (``benchmarks/results``). Use it for single-label
+    classifiers; ``centered=False`` is L2I's definition.
 
     When no component speaks for the class (max <= 0), the contributions are scaled by their largest
     magnitude instead, so every r_k <= 0 and nothing is selected by a positive threshold.
 
     Examples
     --------
-    >>> z = torch.tensor([[1.0, 2.0, 0.5]]); theta = torch.tensor([[1.0, 1.0, -1.0]])
+    >>> z = torch.tensor([[1.0, 2.0, 0.5]]); theta = torch.tensor([[1.0, 1.0, -1.0], [1.0, 0.0, 0.0]])
     >>> relevance(z, theta, torch.tensor([0])).tolist()
     [[0.5, 1.0, -0.25]]
+    >>> relevance(z, theta, torch.tensor([0]), centered=True).tolist()
+    [[0.0, 1.0, -0.25]]
     """
+    if centered:
+        theta = theta - theta.mean(dim=0, keepdim=True)
     contrib = z * theta[classes]
     top = contrib.amax(dim=1, keepdim=True)
     scale = torch.where(top > 0, top, contrib.abs().amax(dim=1, keepdim=True).clamp_min(_EPS))
     return contrib / scale
 
 
-def select_components(r: torch.Tensor, top_k: int | None = None, threshold: float = 0.0) -> torch.Tensor:
+def select_components(
+    r: torch.Tensor, top_k: int | None = None, threshold: float = 0.0
+) -> torch.Tensor:
     """Boolean ``(n_clips, K)``: the ``top_k`` most relevant components with r_k > threshold.
 
     ``top_k=None`` keeps every component above the threshold. L2I's official selection is
@@ -148,6 +162,7 @@ def explain_clips(
     top_k: int | None = None,
     threshold: float = 0.0,
     mask_domain: str = "linear",
+    relevance_mode: str = "centered",
 ) -> Explanations:
     """Explain clips with a fitted :class:`~nmfinterp.InterpreterEstimator` (see :func:`explain`)."""
     spec, dico = interpreter.spectrogram_, interpreter.dictionary_
@@ -155,6 +170,11 @@ def explain_clips(
         raise ValueError(f"top_k={top_k!r}; expected a positive integer or None (all components).")
     if mask_domain not in ("linear", "log"):
         raise ValueError(f"mask_domain={mask_domain!r}; expected 'linear' or 'log'.")
+    if relevance_mode not in ("centered", "raw"):
+        raise ValueError(
+            f"relevance_mode={relevance_mode!r}; expected 'centered' or 'raw' (L2I's)."
+        )
+    centered = relevance_mode == "centered" and not interpreter.multilabel
     single = isinstance(X, np.ndarray) and X.ndim == 1
     clips = check_waveforms(X, min_samples=spec.n_fft // 2 + 1, allow_ragged=True, allow_1d=True)
     if isinstance(clips, np.ndarray) and clips.ndim == 1:
@@ -163,13 +183,17 @@ def explain_clips(
     n = len(clips)
     if classes is None or isinstance(classes, str):
         if classes not in (None, "classifier", "interpreter"):
-            raise ValueError(f"classes={classes!r}; expected None/'classifier', 'interpreter', or class indices.")
+            raise ValueError(
+                f"classes={classes!r}; expected None/'classifier', 'interpreter', or class indices."
+            )
         wanted = None
     else:
         wanted = np.broadcast_to(np.asarray(classes, dtype=int), (n,))
         bad = wanted[(wanted < 0) | (wanted >= len(interpreter.classes_))]
         if len(bad):
-            raise ValueError(f"classes {bad.tolist()} out of range; expected 0..{len(interpreter.classes_) - 1}.")
+            raise ValueError(
+                f"classes {bad.tolist()} out of range; expected 0..{len(interpreter.classes_) - 1}."
+            )
 
     # equal-length clips go through together, batch by batch
     groups: dict[int, list[int]] = {}
@@ -178,7 +202,9 @@ def explain_clips(
     W = torch.as_tensor(dico.dictionary_, dtype=torch.float32)
     net = interpreter.module_
     theta = net.theta.weight.detach()
-    out: dict[str, list] = {k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")}
+    out: dict[str, list] = {
+        k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")
+    }
     for length, idx_all in groups.items():
         for start in range(0, len(idx_all), interpreter.batch_size):
             idx = idx_all[start : start + interpreter.batch_size]
@@ -194,7 +220,7 @@ def explain_clips(
                     cls = logits.argmax(-1)
                 else:
                     cls = scores.argmax(-1)
-                r = relevance(z, theta, cls)
+                r = relevance(z, theta, cls, centered)
                 keep = select_components(r, top_k, threshold)
                 M = soft_mask(W, H, keep.float())
                 wave = spec.istft(masked_spectrum(S, M, mask_domain), length)
@@ -221,12 +247,27 @@ def explain_clips(
         classifier_scores=np.stack(out["cs"]),
         interpreter_scores=np.stack(out["is"]),
         sr=spec.sr,
-        settings={"top_k": top_k, "threshold": threshold, "mask_domain": mask_domain, "single": single},
+        settings={
+            "top_k": top_k,
+            "threshold": threshold,
+            "mask_domain": mask_domain,
+            "relevance_mode": relevance_mode,
+            "single": single,
+        },
     )
     return result
 
 
-def explain(model, X, *, classes=None, top_k: int | None = None, threshold: float = 0.0, mask_domain="linear"):
+def explain(
+    model,
+    X,
+    *,
+    classes=None,
+    top_k: int | None = None,
+    threshold: float = 0.0,
+    mask_domain: str = "linear",
+    relevance_mode: str = "centered",
+):
     """Listenable explanations of the classifier's decisions on clips ``X``.
 
     For each clip: the interpreter's activations H, the relevance of each component to the class
@@ -249,6 +290,9 @@ def explain(model, X, *, classes=None, top_k: int | None = None, threshold: floa
         all of them) is the most faithful measured setting; L2I's official one is
         ``top_k=5, threshold=0.2``.
     mask_domain : {"linear", "log"}, default="linear"
+    relevance_mode : {"centered", "raw"}, default="centered"
+        "raw" is L2I's r_k; "centered" measures θ against the average class (see :func:`relevance`);
+        multi-label interpreters always use "raw".
 
     Returns
     -------
@@ -256,11 +300,19 @@ def explain(model, X, *, classes=None, top_k: int | None = None, threshold: floa
         ``np.asarray(result)`` gives the float32 waveforms, each the length of its input.
     """
     return explain_clips(
-        _interpreter_of(model), X, classes=classes, top_k=top_k, threshold=threshold, mask_domain=mask_domain
+        _interpreter_of(model),
+        X,
+        classes=classes,
+        top_k=top_k,
+        threshold=threshold,
+        mask_domain=mask_domain,
+        relevance_mode=relevance_mode,
     )
 
 
-def write_wavs(explanations: Explanations, folder, names=None, *, residuals: bool = False) -> list[Path]:
+def write_wavs(
+    explanations: Explanations, folder, names=None, *, residuals: bool = False
+) -> list[Path]:
     """Write each explanation (and optionally its residual) as a 16-bit WAV; returns the paths.
 
     Files are ``{name}_explanation.wav`` (and ``{name}_residual.wav``); names default to
@@ -273,7 +325,9 @@ def write_wavs(explanations: Explanations, folder, names=None, *, residuals: boo
     if names is None:
         names = [f"clip{i:04d}_class{c}" for i, c in enumerate(explanations.classes)]
     if len(names) != n:
-        raise ValueError(f"got {len(names)} names for {n} explanations; expected one name per clip.")
+        raise ValueError(
+            f"got {len(names)} names for {n} explanations; expected one name per clip."
+        )
     paths = []
     for i, name in enumerate(names):
         parts = [("explanation", explanations.waveforms[i])]

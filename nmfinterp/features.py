@@ -52,7 +52,9 @@ class AudioFeatures(np.ndarray):
     def block(self, name: str) -> np.ndarray:
         """Return one block as a plain array of shape ``(n_clips, *shape)``."""
         if name not in self.blocks:
-            raise KeyError(f"these features have no {name!r} block; they have {sorted(self.blocks)}.")
+            raise KeyError(
+                f"these features have no {name!r} block; they have {sorted(self.blocks)}."
+            )
         start, stop, shape = self.blocks[name]
         if self.ndim != 2 or self.shape[1] < stop:
             raise ValueError(

@@ -72,7 +72,9 @@ def _first_tensor(out):
         return out
     if isinstance(out, tuple | list) and out:
         return _first_tensor(out[0])
-    raise TypeError(f"a hooked layer returned {type(out).__name__}; expected a tensor (or a tuple of them).")
+    raise TypeError(
+        f"a hooked layer returned {type(out).__name__}; expected a tensor (or a tuple of them)."
+    )
 
 
 def classifier_device(classifier: nn.Module) -> torch.device:
@@ -98,7 +100,9 @@ def run_with_hooks(
     modules = dict(classifier.named_modules())
     captured: dict[str, torch.Tensor] = {}
     handles = [
-        modules[name].register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, _first_tensor(o)))
+        modules[name].register_forward_hook(
+            lambda m, i, o, name=name: captured.__setitem__(name, _first_tensor(o))
+        )
         for name in layers
     ]
     try:
@@ -114,7 +118,9 @@ def run_with_hooks(
             h.remove()
     missing = [name for name in layers if name not in captured]
     if missing:
-        raise ValueError(f"layers {missing} were not run by the classifier's forward pass; pick layers it uses.")
+        raise ValueError(
+            f"layers {missing} were not run by the classifier's forward pass; pick layers it uses."
+        )
     scores = classifier_output(out) if classifier_output is not None else _first_tensor(out)
     if scores.ndim != 2:
         raise ValueError(

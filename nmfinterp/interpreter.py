@@ -138,6 +138,19 @@ class InterpreterEstimator(BaseEstimator):
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
     epochs, batch_size, lr, weight_decay : training settings (Adam).
+    faithfulness : float, default=0.0
+        Weight of a term that makes the explanation itself convince the classifier (beyond L2I):
+        the explanation is re-synthesised (soft selection: a sigmoid of the centred relevance, linear
+        mask, the input's phase) and fed to the frozen classifier; the term is
+        CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M), with c the
+        classifier's class. Gradients pass through the classifier to the input only. Costs a few
+        classifier forward/backward passes per batch.
+    faithfulness_epochs : int or None, default=None
+        Apply that term in the last this-many epochs only (``None``: all epochs).
+    mixture_fraction : float, default=0.5
+        With the faithfulness term, the share of batches trained on random two-clip mixtures of the
+        batch (their hidden features, spectrograms and classifier outputs computed on the fly).
+    mask_penalty : float, default=0.1
     device : str, default="cpu"
         Where Ψ and Θ train. The fitted module is kept on the CPU, so a pickle made on a GPU loads
         anywhere.
@@ -191,6 +204,10 @@ class InterpreterEstimator(BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "faithfulness": [Interval(Real, 0, None, closed="left")],
+        "faithfulness_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "mixture_fraction": [Interval(Real, 0, 1, closed="both")],
+        "mask_penalty": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -215,6 +232,10 @@ class InterpreterEstimator(BaseEstimator):
         batch_size=32,
         lr=1e-3,
         weight_decay=0.0,
+        faithfulness=0.0,
+        faithfulness_epochs=None,
+        mixture_fraction=0.5,
+        mask_penalty=0.1,
         device="cpu",
         random_state=None,
         verbose=0,
@@ -235,6 +256,10 @@ class InterpreterEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.faithfulness = faithfulness
+        self.faithfulness_epochs = faithfulness_epochs
+        self.mixture_fraction = mixture_fraction
+        self.mask_penalty = mask_penalty
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -259,7 +284,11 @@ class InterpreterEstimator(BaseEstimator):
                 self.spectrogram_, self.dictionary_ = X.spectrogram, X.dictionary
             return X.block("spectrogram"), X.block("waveform")
         if fit:
-            spec = clone(self.spectrogram) if self.spectrogram is not None else SpectrogramTransformer()
+            spec = (
+                clone(self.spectrogram)
+                if self.spectrogram is not None
+                else SpectrogramTransformer()
+            )
             dico = clone(self.dictionary) if self.dictionary is not None else NMFDictionary()
             Xs = spec.fit_transform(X)
             dico.fit(Xs, y)
@@ -275,18 +304,31 @@ class InterpreterEstimator(BaseEstimator):
         feats, scores = None, []
         with frozen(self.classifier), torch.no_grad():
             for start in tqdm(
-                range(0, len(waveforms), self.batch_size), desc=desc, disable=self.verbose <= 1, leave=False
+                range(0, len(waveforms), self.batch_size),
+                desc=desc,
+                disable=self.verbose <= 1,
+                leave=False,
             ):
                 x = torch.as_tensor(waveforms[start : start + self.batch_size]).to(dev)
-                h, s = run_with_hooks(self.classifier, self.layers_, x, self.classifier_input, self.classifier_output)
+                h, s = run_with_hooks(
+                    self.classifier, self.layers_, x, self.classifier_input, self.classifier_output
+                )
                 h = [t.float().cpu() for t in h]
-                feats = [[t] for t in h] if feats is None else [f + [t] for f, t in zip(feats, h, strict=True)]
+                feats = (
+                    [[t] for t in h]
+                    if feats is None
+                    else [f + [t] for f, t in zip(feats, h, strict=True)]
+                )
                 scores.append(s.float().cpu())
         return [torch.cat(f) for f in feats], torch.cat(scores)
 
     def _generator(self) -> torch.Generator:
         g = torch.Generator()
-        seed = self.random_state if self.random_state is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        seed = (
+            self.random_state
+            if self.random_state is not None
+            else int(torch.randint(0, 2**31 - 1, (1,)))
+        )
         return g.manual_seed(int(seed))
 
     # ------------------------------------------------------------------ fit
@@ -302,14 +344,18 @@ class InterpreterEstimator(BaseEstimator):
         """
         self._validate_params()
         if self.classifier is None:
-            raise ValueError("InterpreterEstimator needs classifier=..., the trained torch model to explain.")
+            raise ValueError(
+                "InterpreterEstimator needs classifier=..., the trained torch model to explain."
+            )
         self.layers_ = resolve_layers(self.classifier, self.layers)
         if not is_audio_features(X):
             X = check_waveforms(X, min_samples=1)
         n_clips = X.shape[0]
         targets = check_outputs(y, n_clips)
         self.output_type_ = (
-            _infer_output_type(targets, self.multilabel) if self.output_type == "auto" else self.output_type
+            _infer_output_type(targets, self.multilabel)
+            if self.output_type == "auto"
+            else self.output_type
         )
         V, waves = self._front_end(X, targets, fit=True)
         self.n_features_in_ = X.shape[1]
@@ -320,14 +366,26 @@ class InterpreterEstimator(BaseEstimator):
         self.n_frames_ = V.shape[2]
         probs = _to_probabilities(targets, self.output_type_, self.multilabel)
 
+        if self.faithfulness > 0 and self.multilabel:
+            raise ValueError(
+                "faithfulness > 0 is implemented for single-label classifiers; use multilabel=False."
+            )
         feats, _ = self._extract(waves)
+        self._waves = torch.as_tensor(waves)
         gen = self._generator()
-        with torch.random.fork_rng(devices=[]):  # module init from our generator, not the global seed
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # module init from our generator, not the global seed
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            net = InterpreterNet([f.shape[1] for f in feats], W.shape[1], n_classes, self.hidden, self.pooling)
+            net = InterpreterNet(
+                [f.shape[1] for f in feats], W.shape[1], n_classes, self.hidden, self.pooling
+            )
         net.set_feature_stats(feats)
         self.history_ = []
-        self.module_ = self._train(net, feats, torch.as_tensor(V), W, probs, gen)
+        try:
+            self.module_ = self._train(net, feats, torch.as_tensor(V), W, probs, gen)
+        finally:
+            del self._waves
         return self
 
     def _fidelity_loss(self, logits, probs):
@@ -340,21 +398,37 @@ class InterpreterEstimator(BaseEstimator):
         net = net.to(device)
         W = W.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        n, T = V.shape[0], V.shape[2]
+        n = V.shape[0]
         bar = tqdm(range(self.epochs), desc="interpreter", disable=self.verbose <= 0)
-        for _ in bar:
+        n_faith = 0 if self.faithfulness == 0 else (self.faithfulness_epochs or self.epochs)
+        for epoch in bar:
             net.train()
-            sums = dict.fromkeys(("loss", "reconstruction", "sparsity", "fidelity_loss"), 0.0)
+            faithful = epoch >= self.epochs - n_faith
+            sums = dict.fromkeys(
+                ("loss", "reconstruction", "sparsity", "fidelity_loss", "faithfulness"), 0.0
+            )
             agree = 0
             t0 = time.perf_counter()
             for idx in torch.randperm(n, generator=gen).split(self.batch_size):
-                fb = [f[idx].to(device) for f in feats]
-                vb, pb = V[idx].to(device), probs[idx].to(device)
-                H, logits = net(fb, T)
+                mix = (
+                    faithful
+                    and float(torch.rand(1, generator=gen)) < self.mixture_fraction
+                    and len(idx) > 1
+                )
+                if mix:
+                    fb, vb, pb, xb = self._mixture_batch(idx, gen)
+                    fb, vb, pb = [f.to(device) for f in fb], vb.to(device), pb.to(device)
+                else:
+                    fb = [f[idx].to(device) for f in feats]
+                    vb, pb = V[idx].to(device), probs[idx].to(device)
+                    xb = self._waves[idx]
+                H, logits = net(fb, vb.shape[-1])
                 rec = ((vb - torch.einsum("fk,bkt->bft", W, H)) ** 2).mean()
                 spa = H.abs().mean()
                 fid = self._fidelity_loss(logits, pb)
                 loss = self.alpha * rec + self.beta * spa + fid
+                faith = self._faithfulness_loss(net, H, W, xb, pb) if faithful else torch.zeros(())
+                loss = loss + self.faithfulness * faith.to(loss.device)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         "the interpreter's loss became NaN/inf; lower lr or check the classifier outputs."
@@ -363,7 +437,7 @@ class InterpreterEstimator(BaseEstimator):
                 loss.backward()
                 opt.step()
                 k = len(idx)
-                for key, val in zip(sums, (loss, rec, spa, fid), strict=True):
+                for key, val in zip(sums, (loss, rec, spa, fid, faith), strict=True):
                     sums[key] += float(val.detach()) * k
                 agree += int((logits.argmax(-1) == pb.argmax(-1)).sum())
             record = {key: val / n for key, val in sums.items()}
@@ -371,6 +445,49 @@ class InterpreterEstimator(BaseEstimator):
             self.history_.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", fidelity=f"{record['fidelity']:.2f}")
         return net.cpu().eval()
+
+    def _log_probs(self, scores):
+        if self.output_type_ == "probabilities":
+            return torch.log(scores.clamp_min(1e-8))
+        return torch.log_softmax(scores, dim=-1)
+
+    def _mixture_batch(self, idx, gen):
+        """Random equal-level mixtures of the batch's clips: features, V and targets on the fly."""
+        x = self._waves[idx]
+        other = x[torch.roll(torch.arange(len(idx)), 1)]
+        rms = lambda a: a.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)  # noqa: E731
+        gain = torch.rand(len(idx), 1, generator=gen) * 0.75 + 0.25  # other source at -12..0 dB
+        xm = x + other * (rms(x) / rms(other)) * gain
+        feats, scores = self._extract(xm.numpy(), desc="mixtures")
+        V = log_magnitude(self.spectrogram_.stft(xm))
+        return feats, V, _to_probabilities(scores, self.output_type_, False), xm
+
+    def _faithfulness_loss(self, net, H, W, x, probs):
+        """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M), through the frozen f."""
+        from .explain import relevance, soft_mask
+
+        c = probs.argmax(-1)
+        weights = torch.sigmoid(relevance(net.pool(H), net.theta.weight, c, centered=True) / 0.1)
+        M = soft_mask(W, H, weights)
+        dev = classifier_device(self.classifier)
+        spec = self.spectrogram_.stft(x.to(dev))
+        x_in = self.spectrogram_._istft_torch(M.to(dev) * spec, x.shape[-1])
+        x_out = x.to(dev) - x_in
+        params = {k: v.detach() for k, v in self.classifier.named_parameters()}
+        with frozen(self.classifier):
+            scores = [self._call_classifier(params, inp) for inp in (x_in, x_out)]
+        c = c.to(dev)
+        ce_in = F.nll_loss(self._log_probs(scores[0]), c)
+        ce_out = F.nll_loss(self._log_probs(scores[1]), c)
+        cap = float(np.log(len(self.classes_)))
+        return (ce_in - ce_out.clamp(max=cap) + self.mask_penalty * M.mean().to(dev)).to(H.device)
+
+    def _call_classifier(self, params, waveforms):
+        inputs = (
+            self.classifier_input(waveforms) if self.classifier_input is not None else waveforms
+        )
+        out = torch.func.functional_call(self.classifier, params, (inputs,))
+        return self.classifier_output(out) if self.classifier_output is not None else out
 
     # ------------------------------------------------------------------ predict
     def _forward(self, X, *, keep=False):

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.signal
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_waveforms
@@ -17,7 +17,9 @@ from .features import AudioFeatures, is_audio_features
 
 
 def _window(window, n_fft: int) -> torch.Tensor:
-    return torch.as_tensor(librosa.filters.get_window(window, n_fft, fftbins=True), dtype=torch.float32)
+    return torch.as_tensor(
+        librosa.filters.get_window(window, n_fft, fftbins=True), dtype=torch.float32
+    )
 
 
 def stft(waveforms, *, n_fft: int = 1024, hop_length: int = 256, window="hann") -> torch.Tensor:
@@ -43,7 +45,9 @@ def stft(waveforms, *, n_fft: int = 1024, hop_length: int = 256, window="hann") 
     )
 
 
-def istft(spec: torch.Tensor, *, length: int, n_fft: int = 1024, hop_length: int = 256, window="hann"):
+def istft(
+    spec: torch.Tensor, *, length: int, n_fft: int = 1024, hop_length: int = 256, window="hann"
+):
     """Inverse of :func:`stft` for ``(n_clips, F, T)`` complex spectra, trimmed/padded to ``length``."""
     spec = torch.as_tensor(spec)
     win = _window(window, n_fft).to(spec.device)
@@ -55,7 +59,9 @@ def log_magnitude(spec: torch.Tensor) -> torch.Tensor:
     return torch.log1p(spec.abs())
 
 
-def resynthesize(magnitude, phase, *, length: int, n_fft: int = 1024, hop_length: int = 256, window="hann"):
+def resynthesize(
+    magnitude, phase, *, length: int, n_fft: int = 1024, hop_length: int = 256, window="hann"
+):
     """Waveform from a linear magnitude and a phase (radians or a complex unit phasor), ``(n, length)``.
 
     This is the explanation path: a masked magnitude of the input with the input's own phase.
@@ -65,7 +71,9 @@ def resynthesize(magnitude, phase, *, length: int, n_fft: int = 1024, hop_length
     if phase.is_complex():  # a spectrum: keep its phase only
         phase = phase.angle()
     phasor = torch.polar(torch.ones_like(phase, dtype=torch.float32), phase.float())
-    return istft(magnitude * phasor, length=length, n_fft=n_fft, hop_length=hop_length, window=window)
+    return istft(
+        magnitude * phasor, length=length, n_fft=n_fft, hop_length=hop_length, window=window
+    )
 
 
 class SpectrogramTransformer(TransformerMixin, BaseEstimator):
@@ -136,6 +144,9 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return stft(torch.as_tensor(waveforms), **self._stft_kwargs)
 
+    def _istft_torch(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        return istft(spec, length=length, **self._stft_kwargs)
+
     def istft(self, spec, length: int) -> np.ndarray:
         """Waveforms ``(n, length)`` float32 from complex spectra ``(n, F, T)``."""
         check_is_fitted(self)
@@ -167,14 +178,18 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
                 f"{self.n_fft // 2 + 1} samples (or a smaller n_fft)."
             )
         if hop > self.n_fft:
-            raise ValueError(f"hop_length={hop} is larger than n_fft={self.n_fft}; expected hop_length <= n_fft.")
+            raise ValueError(
+                f"hop_length={hop} is larger than n_fft={self.n_fft}; expected hop_length <= n_fft."
+            )
         win = librosa.filters.get_window(self.window, self.n_fft, fftbins=True)
         if not scipy.signal.check_NOLA(win, self.n_fft, self.n_fft - hop):
             raise ValueError(
                 f"window={self.window!r} with n_fft={self.n_fft}, hop_length={hop} cannot be inverted "
                 "(NOLA fails); use a smaller hop_length or another window."
             )
-        X = check_waveforms(X, min_samples=1 if self.n_samples else self.n_fft // 2 + 1, allow_ragged=True)
+        X = check_waveforms(
+            X, min_samples=1 if self.n_samples else self.n_fft // 2 + 1, allow_ragged=True
+        )
         lengths = [len(c) for c in X] if isinstance(X, list) else [X.shape[1]]
         self.n_samples_ = int(self.n_samples or max(lengths))
         self.hop_length_ = int(hop)
@@ -193,7 +208,10 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
             waves = self.fit_length(X)
         V = log_magnitude(self.stft(waves)).numpy()
         F, T = self.n_freqs_, self.n_frames_
-        blocks = {"spectrogram": (0, F * T, (F, T)), "waveform": (F * T, F * T + self.n_samples_, (self.n_samples_,))}
+        blocks = {
+            "spectrogram": (0, F * T, (F, T)),
+            "waveform": (F * T, F * T + self.n_samples_, (self.n_samples_,)),
+        }
         return AudioFeatures(np.hstack([V.reshape(len(V), -1), waves]), blocks, self)
 
     def inverse_transform(self, X) -> np.ndarray:

@@ -10,7 +10,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from nmfinterp import InterpreterEstimator, NMFDictionary, SpectrogramTransformer, explain, write_wavs
+from nmfinterp import (
+    InterpreterEstimator,
+    NMFDictionary,
+    SpectrogramTransformer,
+    explain,
+    write_wavs,
+)
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
 from nmfinterp.datasets import make_synthetic_sounds
 
@@ -22,16 +28,26 @@ LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
 def setup():
     ds = make_synthetic_sounds(n_per_class=16, sr=SR, duration=0.5, random_state=0)
     train, test = ds.subset(ds.folds != 5), ds.subset(ds.folds == 5)
-    clf = LogMelCNN(ds.n_classes, sr=SR, n_fft=512, hop_length=160, channels=(8, 16, 16, 32), random_state=0)
+    clf = LogMelCNN(
+        ds.n_classes, sr=SR, n_fft=512, hop_length=160, channels=(8, 16, 16, 32), random_state=0
+    )
     clf = train_classifier(clf, train.waveforms, train.labels, epochs=8, random_state=0)
-    return clf, train, test, predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
+    return (
+        clf,
+        train,
+        test,
+        predict_logits(clf, train.waveforms),
+        predict_logits(clf, test.waveforms),
+    )
 
 
 def make_pipe(clf, k=8, **kw):
     return make_pipeline(
         SpectrogramTransformer(sr=SR, n_fft=256, hop_length=128),
         NMFDictionary(n_components=k, max_iter=100, random_state=0),
-        InterpreterEstimator(clf, layers=LAYERS, hidden=16, epochs=kw.pop("epochs", 15), random_state=0, **kw),
+        InterpreterEstimator(
+            clf, layers=LAYERS, hidden=16, epochs=kw.pop("epochs", 15), random_state=0, **kw
+        ),
     )
 
 
@@ -44,7 +60,9 @@ def fitted(setup):
 def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     _, train, test, y_train, y_test = setup
     interp = fitted[-1]
-    assert len(interp.history_) == 15 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(interp.history_[0])
+    assert len(interp.history_) == 15 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(
+        interp.history_[0]
+    )
     assert interp.history_[-1]["loss"] < interp.history_[0]["loss"]
     assert fitted.score(train.waveforms, y_train) > 0.6  # chance is 0.25
     assert fitted.predict_proba(test.waveforms).shape == (len(test), 4)
@@ -84,7 +102,9 @@ def test_joblib_round_trip_gives_the_same_explanations(setup, fitted, tmp_path):
     test = setup[2]
     joblib.dump(fitted, tmp_path / "p.joblib")
     loaded = joblib.load(tmp_path / "p.joblib")
-    np.testing.assert_array_equal(np.asarray(explain(loaded, test.waveforms)), np.asarray(explain(fitted, test.waveforms)))
+    np.testing.assert_array_equal(
+        np.asarray(explain(loaded, test.waveforms)), np.asarray(explain(fitted, test.waveforms))
+    )
 
 
 def test_random_state_reproducible_and_classifier_untouched(setup):
@@ -92,7 +112,9 @@ def test_random_state_reproducible_and_classifier_untouched(setup):
     before = {k: v.clone() for k, v in clf.state_dict().items()}
     a = make_pipe(clf, epochs=3).fit(train.waveforms, y_train)
     b = make_pipe(clf, epochs=3).fit(train.waveforms, y_train)
-    np.testing.assert_array_equal(np.asarray(explain(a, test.waveforms)), np.asarray(explain(b, test.waveforms)))
+    np.testing.assert_array_equal(
+        np.asarray(explain(a, test.waveforms)), np.asarray(explain(b, test.waveforms))
+    )
     assert all(torch.equal(before[k], v) for k, v in clf.state_dict().items())
     assert not clf.training
 
@@ -149,7 +171,9 @@ def test_wrong_number_of_columns_in_score(setup, fitted):
 def test_unknown_layer_and_unfitted_explain(setup):
     clf, train, test, y_train, _ = setup
     with pytest.raises(ValueError, match="no layer named"):
-        InterpreterEstimator(clf, layers=["blocks.9"], epochs=1).fit(train.waveforms[:4], y_train[:4])
+        InterpreterEstimator(clf, layers=["blocks.9"], epochs=1).fit(
+            train.waveforms[:4], y_train[:4]
+        )
     with pytest.raises(NotFittedError):
         explain(make_pipe(clf), test.waveforms)
     with pytest.raises(TypeError, match="ending in an InterpreterEstimator"):

@@ -1,7 +1,5 @@
 """scikit-learn's estimator checks on every estimator, with small configurations (imblearn-style)."""
 
-import numpy as np
-import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -42,7 +40,7 @@ EXPECTED_FAILURES = {
         "check_n_features_in_after_fitting": LENGTH_POLICY,
         "check_estimators_overwrite_params": (
             "joblib.hash of a torch.nn.Module differs from the hash of its deepcopy, so the check sees "
-            "a change in `classifier` that is not there; test_interpreter.py checks that fit leaves the "
+            "a change in `classifier` that is not there; test_pipeline.py checks that fit leaves the "
             "classifier's state_dict, mode and hooks untouched."
         ),
     },

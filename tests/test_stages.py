@@ -37,7 +37,9 @@ def test_int16_input_is_scaled_like_float():
     X = tones()
     pcm = np.round(X * 32767).astype(np.int16)
     spec = SpectrogramTransformer(n_fft=256).fit(X)
-    np.testing.assert_allclose(spec.transform(pcm), spec.transform(pcm.astype(np.float32) / 32768), atol=1e-6)
+    np.testing.assert_allclose(
+        spec.transform(pcm), spec.transform(pcm.astype(np.float32) / 32768), atol=1e-6
+    )
 
 
 def test_resynthesis_with_own_phase_is_identity():
@@ -98,7 +100,11 @@ def test_dictionary_on_clips_normalised_and_attached():
     assert d.dictionary_.shape == (129, 6)
     np.testing.assert_allclose(np.linalg.norm(d.dictionary_, axis=0), 1, rtol=1e-6)
     out = d.transform(Xt)
-    assert out.dictionary is d and out.block("activations").shape == (6, 6, Xt.block("spectrogram").shape[2])
+    assert out.dictionary is d and out.block("activations").shape == (
+        6,
+        6,
+        Xt.block("spectrogram").shape[2],
+    )
     V = Xt.block("spectrogram")
     rel = np.linalg.norm(V - d.inverse_transform(out)) / np.linalg.norm(V)
     assert rel < 0.3, rel
@@ -121,7 +127,9 @@ def test_divergences_need_mu_solver():
     V = RNG.random((40, 10))
     with pytest.raises(ValueError, match="solver='mu'"):
         NMFDictionary(n_components=2, beta_loss="itakura-saito").fit(V)
-    d = NMFDictionary(n_components=2, beta_loss="itakura-saito", solver="mu", random_state=0).fit(np.zeros((5, 10)))
+    d = NMFDictionary(n_components=2, beta_loss="itakura-saito", solver="mu", random_state=0).fit(
+        np.zeros((5, 10))
+    )
     assert np.isfinite(d.dictionary_).all()
 
 
@@ -167,7 +175,9 @@ def test_relevance_selection_and_mask():
     H = torch.rand(1, 4, 9)
     M = soft_mask(W, H, select_components(r).float())
     assert M.shape == (1, 6, 9) and M.min() >= 0 and M.max() <= 1
-    torch.testing.assert_close(soft_mask(W, H, torch.ones(1, 4)), torch.ones(1, 6, 9), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        soft_mask(W, H, torch.ones(1, 4)), torch.ones(1, 6, 9), atol=1e-5, rtol=0
+    )
 
 
 def test_masked_spectrum_keeps_phase_and_bounds_magnitude():
