@@ -46,7 +46,10 @@ def main(argv=None):
     p.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--test-fold", type=int, default=4)
     p.add_argument("--ks", type=int, nargs="+", default=[100, 50])
-    p.add_argument("--epochs", type=int, default=60, help="interpreter epochs")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="interpreter epochs (default: the estimator's)"
+    )
+    p.add_argument("--no-l2i", action="store_true", help="skip the L2I-loss-only rows")
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--mixtures", type=int, default=40)
     p.add_argument("--sr", type=int, default=16000)
@@ -81,21 +84,38 @@ def main(argv=None):
         "machine": {"cpu_threads": torch.get_num_threads(), "python": platform.python_version()},
         "runs": [],
     }
-    for k in args.ks:
-        pipe = build_pipeline(clf, args.sr, k, args.epochs, random_state=0)
-        t = time.perf_counter()
-        Xs = pipe[0].fit_transform(train.waveforms)
-        t_spec = time.perf_counter()
-        Xd = pipe[1].fit_transform(Xs, y_train)
-        t_nmf = time.perf_counter()
-        pipe[2].fit(Xd, y_train)
-        t_fit = time.perf_counter()
+    # (label, K, interpreter params, explain params): the defaults at each K, then the L2I loss alone
+    # with nmfinterp's selection and with L2I's official selection.
+    variants = [(f"nmfinterp defaults, K={k}", k, {}, {}) for k in args.ks]
+    if not args.no_l2i:
+        k = args.ks[0]
+        official = {"top_k": 5, "threshold": 0.2, "mask_domain": "log", "relevance_mode": "raw"}
+        variants.append((f"L2I loss only, K={k}", k, {"faithfulness": 0.0}, {}))
+        variants.append(
+            (f"L2I loss only, official selection, K={k}", k, {"faithfulness": 0.0}, official)
+        )
+    fitted = {}
+    for label, k, interp_params, explain_params in variants:
+        key = (k, tuple(sorted(interp_params.items())))
+        if key in fitted:
+            pipe, t, t_spec, t_nmf, t_fit = fitted[key]
+            print(f"{label}: reusing the fitted pipeline")
+        else:
+            pipe = build_pipeline(clf, args.sr, k, args.epochs, random_state=0, **interp_params)
+            t = time.perf_counter()
+            Xs = pipe[0].fit_transform(train.waveforms)
+            t_spec = time.perf_counter()
+            Xd = pipe[1].fit_transform(Xs, y_train)
+            t_nmf = time.perf_counter()
+            pipe[2].fit(Xd, y_train)
+            t_fit = time.perf_counter()
+            fitted[key] = (pipe, t, t_spec, t_nmf, t_fit)
         fidelity = pipe.score(test.waveforms, y_test)
 
         # explain cost vs the classifier forward + STFT + ISTFT of the same batch
         batch = test.waveforms
         t0 = time.perf_counter()
-        ex = explain(pipe, batch)
+        ex = explain(pipe, batch, **explain_params)
         explain_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         predict_logits(clf, batch)
@@ -107,13 +127,17 @@ def main(argv=None):
         probs_in = softmax(predict_logits(clf, np.asarray(ex.waveforms)))
         probs_out = softmax(predict_logits(clf, np.asarray(ex.residuals)))
         clean = {key: ci(v) for key, v in explanation_scores(probs_x, probs_in, probs_out).items()}
-        rows = evaluate_mixtures(pipe, clf, test, args.mixtures, random_state=0)
+        rows = evaluate_mixtures(pipe, clf, test, args.mixtures, random_state=0, **explain_params)
         mixtures = {"n": len(rows)}
-        for key in ("si_sdr_deciding", "si_sdr_other", "si_sdr_mixture"):
+        for key in ("si_sdr_deciding", "si_sdr_other", "si_sdr_mixture", "energy_share"):
+            mixtures[key] = ci([r[key] for r in rows])
+        for key in ("Fid-In", "FF", "AD"):
             mixtures[key] = ci([r[key] for r in rows])
         run = {
+            "label": label,
+            "interpreter_params": {"epochs": args.epochs, **interp_params},
+            "explain_params": explain_params,
             "n_components": k,
-            "interpreter_epochs": args.epochs,
             "fidelity_top1": fidelity,
             "fit_seconds": {
                 "spectrogram": t_spec - t,
@@ -131,11 +155,13 @@ def main(argv=None):
         }
         results["runs"].append(run)
         print(
-            f"K={k:4d}  fidelity {fidelity:.3f}  fit {run['fit_seconds']['total']:.0f} s "
+            f"{label}: fidelity {fidelity:.3f}  fit {run['fit_seconds']['total']:.0f} s "
             f"({1000 * run['fit_seconds']['per_clip']:.0f} ms/clip)  explain {1000 * run['explain_seconds_per_clip']:.0f} ms/clip "
             f"({run['explain_vs_forward_stft_istft']:.1f}x forward+STFT+ISTFT)  "
             f"Fid-In {clean['Fid-In']['mean']:.2f}  FF {clean['FF']['mean']:.2f}  "
-            f"mix SI-SDR deciding {mixtures['si_sdr_deciding']['mean']:.1f} dB vs other {mixtures['si_sdr_other']['mean']:.1f} dB"
+            f"AD {clean['AD']['mean']:.0f} | mixtures: Fid-In {mixtures['Fid-In']['mean']:.2f} FF {mixtures['FF']['mean']:.2f} "
+            f"SI-SDR deciding {mixtures['si_sdr_deciding']['mean']:.1f} dB vs other {mixtures['si_sdr_other']['mean']:.1f} dB "
+            f"energy share {mixtures['energy_share']['mean']:.2f}"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

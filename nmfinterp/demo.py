@@ -20,9 +20,9 @@ from sklearn.pipeline import make_pipeline
 from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_esc_folder, make_mixture, make_synthetic_sounds
 from .dictionary import NMFDictionary
-from .explain import explain, write_wavs
+from .explain import explain, masked_spectrum, write_wavs
 from .interpreter import InterpreterEstimator
-from .metrics import explanation_scores, mean_ci, si_sdr
+from .metrics import energy_share, explanation_scores, mean_ci, si_sdr
 from .spectrogram import SpectrogramTransformer
 
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -38,15 +38,23 @@ def default_n_fft(sr: int) -> int:
 
 
 def build_pipeline(
-    classifier, sr: int, n_components: int, epochs: int, random_state: int = 0, verbose: int = 0
+    classifier,
+    sr: int,
+    n_components: int,
+    epochs: int | None = None,
+    random_state: int = 0,
+    verbose: int = 0,
+    **interpreter_params,
 ):
     """The pipeline the demo and the benchmark use: STFT -> NMF dictionary -> interpreter."""
     n_fft = default_n_fft(sr)
+    if epochs is not None:
+        interpreter_params["epochs"] = epochs
     return make_pipeline(
         SpectrogramTransformer(sr=sr, n_fft=n_fft, hop_length=n_fft // 2),
         NMFDictionary(n_components=n_components, random_state=random_state),
         InterpreterEstimator(
-            classifier, layers=LAYERS, epochs=epochs, random_state=random_state, verbose=verbose
+            classifier, layers=LAYERS, random_state=random_state, verbose=verbose, **interpreter_params
         ),
     )
 
@@ -62,22 +70,47 @@ def mixture_pairs(labels: np.ndarray, n_pairs: int, random_state: int = 0) -> li
     return pairs
 
 
-def evaluate_mixtures(pipe, classifier, test: AudioDataset, n_pairs: int, random_state: int = 0):
+def evaluate_mixtures(
+    pipe, classifier, test: AudioDataset, n_pairs: int, random_state: int = 0, **explain_params
+):
     """Equal-level two-clip mixtures: is the explanation closer to the source the classifier heard?
 
-    Returns per-mixture rows (only mixtures where the classifier picks one of the two sources' classes).
+    Returns one row per mixture where the classifier picks one of the two sources' classes, with
+    SI-SDR of the explanation against the deciding and the other source (and of the mixture itself),
+    the energy share of the deciding source under the explanation's mask, and FF / Fid-In / AD.
     """
-    rows = []
+    kept = []
     for a, b in mixture_pairs(test.labels, n_pairs, random_state):
         mix = make_mixture(test.waveforms[a], test.waveforms[b], snr_db=0.0)
-        c = int(predict_logits(classifier, mix.mixture[None])[0].argmax())
-        if c not in (test.labels[a], test.labels[b]):
-            continue
+        kept.append((a, b, mix))
+    if not kept:
+        return []
+    mixtures = np.stack([m.mixture for _, _, m in kept])
+    decided = predict_logits(classifier, mixtures).argmax(1)
+    keep = [i for i, (a, b, _) in enumerate(kept) if decided[i] in (test.labels[a], test.labels[b])]
+    if not keep:
+        return []
+    ex = explain(pipe, mixtures[keep], **explain_params)
+    waves, residuals = np.asarray(ex.waveforms), np.asarray(ex.residuals)
+    scores = explanation_scores(
+        _softmax(ex.classifier_scores),
+        _softmax(predict_logits(classifier, waves)),
+        _softmax(predict_logits(classifier, residuals)),
+    )
+    spec = pipe[-1].spectrogram_
+    domain = explain_params.get("mask_domain", "linear")
+    rows = []
+    for j, i in enumerate(keep):
+        a, b, mix = kept[i]
+        c = int(decided[i])
         deciding, other = (
             (mix.target, mix.other) if c == test.labels[a] else (mix.other, mix.target)
         )
-        ex = explain(pipe, mix.mixture[None])
-        wave = np.asarray(ex.waveforms)[0]
+        mask = torch.as_tensor(ex.masks[j])[None]
+        parts = [
+            spec.istft(masked_spectrum(spec.stft(src[None]), mask, domain), len(src))[0]
+            for src in (deciding, other)
+        ]
         rows.append(
             {
                 "a": a,
@@ -86,10 +119,12 @@ def evaluate_mixtures(pipe, classifier, test: AudioDataset, n_pairs: int, random
                 "mixture": mix.mixture,
                 "deciding": deciding,
                 "other": other,
-                "explanation": wave,
-                "si_sdr_deciding": si_sdr(wave, deciding),
-                "si_sdr_other": si_sdr(wave, other),
+                "explanation": waves[j],
+                "si_sdr_deciding": si_sdr(waves[j], deciding),
+                "si_sdr_other": si_sdr(waves[j], other),
                 "si_sdr_mixture": si_sdr(mix.mixture, deciding),
+                "energy_share": energy_share(parts[0], parts[1]),
+                **{key: float(v[j]) for key, v in scores.items()},
             }
         )
     return rows
@@ -117,7 +152,7 @@ def run_demo(
         source = "embedded synthetic sounds (4 classes, 2 s)"
         train, test = ds.subset(ds.folds != 5), ds.subset(ds.folds == 5)
         n_components = n_components or 40
-        epochs = epochs or 40
+        epochs = epochs or 30
         classifier_epochs = classifier_epochs or 15
     else:
         ds = load_esc_folder(data, sr=sr)
@@ -125,7 +160,7 @@ def run_demo(
         last = int(ds.folds.max())
         train, test = ds.subset(ds.folds != last), ds.subset(ds.folds == last)
         n_components = n_components or 100
-        epochs = epochs or 60
+        epochs = epochs or 40
         classifier_epochs = classifier_epochs or 30
     log(
         f"data: {source}: {len(train)} training clips, {len(test)} test clips, classes {ds.class_names}"

@@ -48,7 +48,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         Learn one block of ``n_components // n_classes`` patterns on the clips of each class the
         classifier predicts (``argmax`` of ``y``) and concatenate the blocks; any remainder is learned
         on all clips. Needs ``y`` in ``fit``.
-    max_frames : int or None, default=20000
+    max_frames : int or None, default=10000
         NMF is fitted on at most this many frames, drawn at random (all when ``None``).
     max_iter, tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
     random_state : int, RandomState or None
@@ -107,8 +107,8 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         beta_loss="frobenius",
         solver="cd",
         per_class=False,
-        max_frames=20000,
-        max_iter=400,
+        max_frames=10000,
+        max_iter=200,
         tol=1e-4,
         init=None,
         alpha_W=0.0,
