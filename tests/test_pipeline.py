@@ -31,7 +31,7 @@ def setup():
     clf = LogMelCNN(
         ds.n_classes, sr=SR, n_fft=512, hop_length=160, channels=(8, 16, 16, 32), random_state=0
     )
-    clf = train_classifier(clf, train.waveforms, train.labels, epochs=8, random_state=0)
+    clf = train_classifier(clf, train.waveforms, train.labels, epochs=15, random_state=0)
     return (
         clf,
         train,
@@ -60,7 +60,7 @@ def fitted(setup):
 def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     _, train, test, y_train, y_test = setup
     interp = fitted[-1]
-    assert len(interp.history_) == 15 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(
+    assert len(interp.history_) == 30 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(
         interp.history_[0]
     )
     assert interp.history_[-1]["loss"] < interp.history_[0]["loss"]
