@@ -193,3 +193,12 @@ def test_standalone_interpreter_on_waveforms(setup):
     ).fit(train.waveforms, y_train.argmax(1))
     assert interp.dictionary_.n_components_ == 6
     assert np.asarray(interp.explain(test.waveforms[:2]).waveforms).shape == (2, 8000)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+def test_device_parameter_trains_on_gpu_and_keeps_the_module_on_cpu(setup):
+    clf, train, test, y_train, _ = setup
+    pipe = make_pipe(clf, epochs=3)
+    pipe.set_params(interpreterestimator__device="cuda").fit(train.waveforms, y_train)
+    assert next(pipe[-1].module_.parameters()).device.type == "cpu"
+    assert np.asarray(explain(pipe, test.waveforms[:2])).shape == (2, 8000)
