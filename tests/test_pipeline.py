@@ -46,7 +46,14 @@ def make_pipe(clf, k=8, **kw):
         SpectrogramTransformer(sr=SR, n_fft=256, hop_length=128),
         NMFDictionary(n_components=k, max_iter=100, random_state=0),
         InterpreterEstimator(
-            clf, layers=LAYERS, hidden=16, epochs=kw.pop("epochs", 15), random_state=0, **kw
+            clf,
+            layers=LAYERS,
+            hidden=16,
+            epochs=kw.pop("epochs", 30),
+            batch_size=16,
+            faithfulness_epochs=3,
+            random_state=0,
+            **kw,
         ),
     )
 
