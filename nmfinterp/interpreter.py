@@ -371,7 +371,13 @@ class InterpreterEstimator(BaseEstimator):
             raise ValueError(
                 "faithfulness > 0 is implemented for single-label classifiers; use multilabel=False."
             )
-        feats, _ = self._extract(waves)
+        feats, scores = self._extract(waves)
+        if self.faithfulness > 0 and scores.shape[1] != n_classes:
+            raise ValueError(
+                f"classifier_outputs has {n_classes} columns but the classifier gives {scores.shape[1]} "
+                "scores per clip; the faithfulness term compares the two. Pass the classifier's own "
+                "outputs (or set faithfulness=0 to train on other targets)."
+            )
         self._waves = torch.as_tensor(waves)
         gen = self._generator()
         with torch.random.fork_rng(

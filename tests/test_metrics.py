@@ -274,7 +274,8 @@ def test_mask_errors():
 
 @settings(max_examples=100, deadline=None)
 @given(
-    arrays(np.float64, st.integers(1, 40), elements=st.floats(0.0, 1e6)),
+    # no subnormals: scaling one by 0.5 can underflow to 0 and change the mask itself
+    arrays(np.float64, st.integers(1, 40), elements=st.floats(0.0, 1e6, allow_subnormal=False)),
     st.floats(1e-3, 1e3),
 )
 def test_gini_in_unit_interval_and_scale_invariant(mask, scale):
