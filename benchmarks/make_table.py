@@ -1,6 +1,6 @@
 """Write docs/benchmarks.md from the raw JSON that benchmarks/esc10_core.py saved (no number typed by hand).
 
-    python benchmarks/make_table.py [benchmarks/results/esc10_core.json] [docs/benchmarks.md]
+python benchmarks/make_table.py [benchmarks/results/esc10_core.json] [docs/benchmarks.md]
 """
 
 from __future__ import annotations

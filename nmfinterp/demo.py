@@ -54,7 +54,11 @@ def build_pipeline(
         SpectrogramTransformer(sr=sr, n_fft=n_fft, hop_length=n_fft // 2),
         NMFDictionary(n_components=n_components, random_state=random_state),
         InterpreterEstimator(
-            classifier, layers=LAYERS, random_state=random_state, verbose=verbose, **interpreter_params
+            classifier,
+            layers=LAYERS,
+            random_state=random_state,
+            verbose=verbose,
+            **interpreter_params,
         ),
     )
 

@@ -475,7 +475,9 @@ class InterpreterEstimator(BaseEstimator):
 
         c = probs.argmax(-1)
         # θ is detached: Θ learns to mimic the classifier from L_FID alone; this term shapes H.
-        weights = torch.sigmoid(relevance(net.pool(H), net.theta.weight.detach(), c, centered=True) / 0.1)
+        weights = torch.sigmoid(
+            relevance(net.pool(H), net.theta.weight.detach(), c, centered=True) / 0.1
+        )
         M = soft_mask(W, H, weights)
         dev = classifier_device(self.classifier)
         spec = self.spectrogram_.stft(x.to(dev))
