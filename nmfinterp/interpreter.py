@@ -474,10 +474,9 @@ class InterpreterEstimator(BaseEstimator):
         from .explain import relevance, soft_mask
 
         c = probs.argmax(-1)
-        # θ is detached: Θ learns to mimic the classifier from L_FID alone; this term shapes H.
-        weights = torch.sigmoid(
-            relevance(net.pool(H), net.theta.weight.detach(), c, centered=True) / 0.1
-        )
+        # The term reaches both H and Θ's weights: on ESC-10 this was more faithful *and* closer to
+        # the classifier (fidelity 0.90 vs 0.86) than holding Θ fixed here.
+        weights = torch.sigmoid(relevance(net.pool(H), net.theta.weight, c, centered=True) / 0.1)
         M = soft_mask(W, H, weights)
         dev = classifier_device(self.classifier)
         spec = self.spectrogram_.stft(x.to(dev))
