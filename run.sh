@@ -2,7 +2,7 @@
 # One entry point that also sets everything up on a fresh machine:
 #   bash run.sh demo [--data DIR] [--out DIR]   explain a classifier end to end, write WAVs and a report
 #   bash run.sh test [pytest args]              the test suite (what CI runs)
-#   bash run.sh bench [args]                    the ESC-10 benchmark (benchmarks/esc10_core.py)
+#   bash run.sh bench [args]                    the evaluation benchmark (benchmarks/esc10.py; --quick: < 10 min)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,6 +22,6 @@ cmd="${1:-}"
 case "$cmd" in
   demo) setup; exec .venv/bin/python -m nmfinterp.demo "$@" ;;
   test) setup; exec .venv/bin/python -m pytest "$@" ;;
-  bench) setup; exec .venv/bin/python benchmarks/esc10_core.py "$@" ;;
+  bench) setup; exec .venv/bin/python benchmarks/esc10.py "$@" ;;
   *) echo "usage: bash run.sh {demo|test|bench} [args]" >&2; exit 2 ;;
 esac

@@ -463,3 +463,19 @@ def speech_probability(
     with torch.no_grad():
         probs = model(x.reshape(-1, x.shape[-1]))
     return probs[0] if squeeze else probs
+
+
+def clip_speech_score(probs: torch.Tensor) -> torch.Tensor:
+    """Per-chunk speech probabilities ``(batch, n_chunks)`` -> clip scores ``(batch, 2)``.
+
+    Ordered ``[no speech, speech]``, with p(speech) = the largest chunk probability ("is there speech
+    anywhere in the clip"). A module-level function, so a pipeline using it as
+    ``classifier_output`` pickles.
+
+    Examples
+    --------
+    >>> clip_speech_score(torch.tensor([[0.1, 0.7, 0.2]])).tolist()
+    [[0.30000001192092896, 0.699999988079071]]
+    """
+    p = probs.amax(dim=1)
+    return torch.stack([1 - p, p], dim=1)

@@ -1,0 +1,738 @@
+"""The evaluation benchmark: every explainer, five listening conditions, a third-party model, and costs.
+
+    python -m nmfinterp.benchmark [--quick] [--data DIR] [--train-folds 1 2 3] [--test-fold 4]
+                                  [--speech DIR] [--others DIR] [--out DIR]
+
+(``benchmarks/esc10.py`` and ``nmfinterp bench`` run the same thing.) Protocol:
+
+1. A :class:`~nmfinterp.classifiers.LogMelCNN` is trained on the training folds of a folder in the
+   ESC-50 layout; its accuracy on the test fold is reported.
+2. nmfinterp (defaults) and the L2I objective alone are fitted on the classifier's outputs on the
+   training folds; top-1 fidelity on the test fold.
+3. On the test fold, five conditions: (a) clean clips; (b) ``0.8·s1 + 0.2·s2`` with s2 from another
+   class; (c) equal-RMS mixtures of two clips of different classes; (d) ``s + 0.5·noise`` and
+   (e) ``s + 0.5·speech``, where white noise / FSDD speech is first scaled to the RMS of s. With
+   ``--others``, (b) and (c) take s2 from that folder instead.
+4. Every explainer is asked to explain the classifier's decision on each input, and every one goes
+   through the same mask -> ISTFT path: nmfinterp; L2I with its official selection; L2I's loss with
+   nmfinterp's selection; random components; all components; captum saliency, integrated gradients
+   and occlusion; an L-MAC-style decoder; a black-box NMF explainer. Per method and condition: FF,
+   AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95% CI), and for mixtures the
+   SI-SDR of the explanation against the deciding source and against the other source, the SI-SDR
+   of the mixture itself, and the deciding source's share of the explanation's energy. Mixtures
+   whose decision is neither source's class are left out (their count is reported).
+5. Silero VAD, a model nobody here wrote: its speech decisions on FSDD speech mixed with test-fold
+   sounds, explained by nmfinterp (and the random / all-components bounds).
+6. Costs, as ratios measured in one run: explain vs classifier forward + STFT + ISTFT of the same
+   batch; interpreter fit with cached vs recomputed hidden features; NMFDictionary vs sklearn's
+   ``cd`` solver at equal reconstruction error; fit time per clip at 1x, 2x, 4x the data with the
+   peak memory of each fit (in a fresh process).
+
+The raw results go to ``<out>/esc10.json`` (``esc10_quick.json`` with ``--quick``);
+``benchmarks/make_table.py`` turns them into ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .baselines import (
+    BlackBoxNMFExplainer,
+    LMACExplainer,
+    SpectrogramAttribution,
+    all_masks,
+    apply_masks,
+    random_component_masks,
+)
+from .classifiers import LogMelCNN, predict_logits, train_classifier
+from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
+from .demo import LAYERS, build_pipeline
+from .explain import explain, masked_spectrum
+from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
+from .metrics import si_sdr as _si_sdr
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+OFFICIAL = {"top_k": 5, "threshold": 0.2, "mask_domain": "log", "relevance_mode": "raw"}
+CONDITIONS = {
+    "clean": "(a) clean clips",
+    "mix_0.8_0.2": "(b) 0.8·s1 + 0.2·s2",
+    "mix_equal": "(c) equal-level mixtures",
+    "white_noise": "(d) s + 0.5·white noise",
+    "speech": "(e) s + 0.5·speech",
+}
+METHODS = [
+    "nmfinterp",
+    "L2I, official selection",
+    "L2I loss, nmfinterp selection",
+    "random components",
+    "all components",
+    "saliency",
+    "integrated gradients",
+    "occlusion",
+    "L-MAC-style decoder",
+    "black-box NMF",
+]
+
+# settings that differ between the full run and --quick (which must finish in < 10 min on 2 cores)
+FULL = {
+    "classifier_epochs": 30,
+    "epochs": None,  # the estimator's default
+    "faithfulness_epochs": None,
+    "n_components": 100,
+    "max_test": None,
+    "ig_steps": 32,
+    "occlusion": ((64, 32), (32, 16)),
+    "blackbox_samples": 128,
+    "lmac_epochs": 20,
+    "silero_train": 160,
+    "silero_test": 60,
+    "scaling": (60, 120, 240),
+    "cost_epochs": 3,
+}
+QUICK = {
+    "classifier_epochs": 15,
+    "epochs": 12,
+    "faithfulness_epochs": 5,
+    "n_components": 50,
+    "max_test": 24,
+    "ig_steps": 8,
+    "occlusion": ((128, 64), (128, 64)),
+    "blackbox_samples": 32,
+    "lmac_epochs": 4,
+    "silero_train": 48,
+    "silero_test": 16,
+    "scaling": (15, 30, 60),
+    "cost_epochs": 2,
+}
+
+
+def _log(*parts):
+    print(*parts, flush=True)
+
+
+def _softmax(s) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(np.asarray(s), dtype=torch.float32), -1).numpy()
+
+
+def _ci(values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return {"mean": None, "ci95": [None, None], "n": 0}
+    m, lo, hi = mean_ci(values)
+    return {"mean": float(m), "ci95": [float(lo), float(hi)], "n": len(values)}
+
+
+# ---------------------------------------------------------------------------------------------
+# conditions
+# ---------------------------------------------------------------------------------------------
+def _pairs(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each clip, another clip of a different class."""
+    out = np.empty(len(labels), dtype=int)
+    for i, c in enumerate(labels):
+        out[i] = rng.choice(np.flatnonzero(labels != c))
+    return out
+
+
+def _speech_track(speech: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Random FSDD utterances, their padding trimmed, back to back until ``n_samples`` are filled."""
+    parts, total = [], 0
+    while total < n_samples:
+        u = speech[rng.integers(len(speech))]
+        nz = np.flatnonzero(np.abs(u) > 1e-4)
+        u = u[nz[0] : nz[-1] + 1] if len(nz) else u
+        gap = np.zeros(int(rng.integers(0, 1600)), dtype=np.float32)
+        parts += [u, gap]
+        total += len(u) + len(gap)
+    return np.concatenate(parts)[:n_samples].astype(np.float32)
+
+
+def make_conditions(
+    test: AudioDataset,
+    speech: np.ndarray | None,
+    others: np.ndarray | None = None,
+    random_state: int = 0,
+) -> dict[str, dict]:
+    """The five listening conditions on the test clips.
+
+    Each condition has ``mixture``, ``target`` (the test clip's part), ``other`` (the interferer's
+    part, ``mixture == target + other``), ``target_label`` and ``other_label`` (-1: no class).
+    """
+    rng = np.random.default_rng(random_state)
+    x, labels = test.waveforms, test.labels
+    n, length = x.shape
+    out = {
+        "clean": {
+            "mixture": x,
+            "target": x,
+            "other": np.zeros_like(x),
+            "target_label": labels,
+            "other_label": np.full(n, -1),
+        }
+    }
+    if others is None:
+        j = _pairs(labels, rng)
+        s2, s2_labels = x[j], labels[j]
+    else:
+        s2 = others[rng.integers(len(others), size=n)]
+        s2_labels = np.full(n, -1)
+    m = make_mixture(0.8 * x, 0.2 * s2, gain=1.0)
+    out["mix_0.8_0.2"] = {
+        "mixture": m.mixture,
+        "target": m.target,
+        "other": m.other,
+        "target_label": labels,
+        "other_label": s2_labels,
+    }
+    m = make_mixture(x, s2, snr_db=0.0)
+    out["mix_equal"] = {
+        "mixture": m.mixture,
+        "target": m.target,
+        "other": m.other,
+        "target_label": labels,
+        "other_label": s2_labels,
+    }
+    noise = rng.standard_normal(x.shape).astype(np.float32)
+    interferers = {"white_noise": noise}
+    if speech is not None:
+        interferers["speech"] = np.stack([_speech_track(speech, length, rng) for _ in range(n)])
+    level = np.maximum(rms(x, keepdims=True), 1e-6)
+    for name, inter in interferers.items():
+        other = (0.5 * inter * level / np.maximum(rms(inter, keepdims=True), 1e-8)).astype(
+            np.float32
+        )
+        out[name] = {
+            "mixture": x + other,
+            "target": x,
+            "other": other,
+            "target_label": labels,
+            "other_label": np.full(n, -1),
+        }
+    return out
+
+
+def _decisions(cond: dict, decided: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows kept (decision = one source's class), and their deciding / other sources."""
+    t_ok = decided == cond["target_label"]
+    o_ok = (decided == cond["other_label"]) & ~t_ok
+    keep = np.flatnonzero(t_ok | o_ok)
+    deciding = np.where(t_ok[keep, None], cond["target"][keep], cond["other"][keep])
+    other = np.where(t_ok[keep, None], cond["other"][keep], cond["target"][keep])
+    return keep, deciding, other
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation of masks
+# ---------------------------------------------------------------------------------------------
+def score_masks(
+    clf_probs, spectrogram, x, masks, classes, deciding=None, other=None, domain="linear"
+) -> dict:
+    """Every metric of one method on one condition (per-clip values and their mean / CI)."""
+    expl, resid = apply_masks(spectrogram, x, masks, domain)
+    probs_x = clf_probs(x)
+    scores = explanation_scores(probs_x, clf_probs(expl), clf_probs(resid))
+    masks = np.asarray(masks)
+    scores["sparseness"] = mask_sparseness(masks, batch=True)
+    scores["complexity"] = mask_complexity(masks, batch=True)
+    scores["mask_mean"] = masks.reshape(len(masks), -1).mean(1)
+    if deciding is not None:
+        S_d, S_o = spectrogram.stft(deciding), spectrogram.stft(other)
+        M = torch.as_tensor(masks)
+        part_d = spectrogram.istft(masked_spectrum(S_d, M, domain), x.shape[1])
+        part_o = spectrogram.istft(masked_spectrum(S_o, M, domain), x.shape[1])
+        scores["si_sdr_deciding"] = np.array(
+            [_si_sdr(e, d) for e, d in zip(expl, deciding, strict=True)]
+        )
+        scores["si_sdr_other"] = np.array([_si_sdr(e, o) for e, o in zip(expl, other, strict=True)])
+        scores["si_sdr_gap"] = scores["si_sdr_deciding"] - scores["si_sdr_other"]
+        scores["si_sdr_mixture"] = np.array(
+            [_si_sdr(m, d) for m, d in zip(x, deciding, strict=True)]
+        )
+        scores["energy_share"] = np.asarray(energy_share(part_d, part_o))
+    assert np.all(np.asarray(classes) == probs_x.argmax(1)), "explained class != decision"
+    return {k: _ci(v) for k, v in scores.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the ESC benchmark
+# ---------------------------------------------------------------------------------------------
+def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
+    if cfg["faithfulness_epochs"] is not None and params.get("faithfulness", 1.0) > 0:
+        params.setdefault("faithfulness_epochs", cfg["faithfulness_epochs"])
+    pipe = build_pipeline(clf, sr, cfg["n_components"], cfg["epochs"], random_state=0, **params)
+    t = time.perf_counter()
+    pipe.fit(train.waveforms, y_train)
+    return pipe, time.perf_counter() - t
+
+
+def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions):
+    """Masks of one method for clips ``x`` and the domain they apply in."""
+    if method == "nmfinterp":
+        return np.stack(ex.masks), "linear"
+    if method == "L2I, official selection":
+        return np.stack(explain(pipes["l2i"], x, classes=classes, **OFFICIAL).masks), "log"
+    if method == "L2I loss, nmfinterp selection":
+        return np.stack(explain(pipes["l2i"], x, classes=classes).masks), "linear"
+    if method == "random components":
+        n_selected = [len(s) for s in ex.selected]
+        W = pipes["nmfinterp"][1].dictionary_
+        return random_component_masks(W, ex.activations, n_selected), "linear"
+    if method == "all components":
+        return all_masks(spec, x), "linear"
+    if method == "L-MAC-style decoder":
+        return lmac.masks(x, classes), "linear"
+    if method == "black-box NMF":
+        return blackbox.masks(x, classes), "linear"
+    return attributions[method].masks(x, classes), "linear"
+
+
+def run_methods(
+    clf,
+    sr: int,
+    pipes: dict,
+    conditions: dict,
+    cfg: dict,
+    train: AudioDataset,
+    methods: list[str],
+) -> dict:
+    """Every method on every condition; returns ``{condition: {method: metrics}}``."""
+    probs = lambda w: _softmax(predict_logits(clf, w))  # noqa: E731
+    nmf_pipe = pipes["nmfinterp"]
+    spec = nmf_pipe[0]
+    lmac = None
+    if "L-MAC-style decoder" in methods:
+        t = time.perf_counter()
+        lmac = LMACExplainer(clf, LAYERS, spec, epochs=cfg["lmac_epochs"], random_state=0).fit(
+            train.waveforms
+        )
+        _log(f"L-MAC-style decoder trained in {time.perf_counter() - t:.0f} s")
+    occ_window, occ_stride = cfg["occlusion"]
+    attributions = {
+        "saliency": SpectrogramAttribution(clf, spec, "saliency"),
+        "integrated gradients": SpectrogramAttribution(
+            clf, spec, "integrated_gradients", n_steps=cfg["ig_steps"]
+        ),
+        "occlusion": SpectrogramAttribution(
+            clf, spec, "occlusion", window=occ_window, stride=occ_stride
+        ),
+    }
+    blackbox = BlackBoxNMFExplainer(
+        clf, spec, nmf_pipe[1], n_samples=cfg["blackbox_samples"], random_state=0
+    )
+    results: dict = {}
+    for cname, cond in conditions.items():
+        decided = predict_logits(clf, cond["mixture"]).argmax(1)
+        keep, deciding, other = _decisions(cond, decided)
+        if cname == "clean":
+            keep = np.arange(len(decided))
+            deciding = other = None
+        x, classes = cond["mixture"][keep], decided[keep]
+        results[cname] = {"_n": int(len(cond["mixture"])), "_kept": int(len(keep))}
+        if len(keep) == 0:
+            continue
+        t = time.perf_counter()
+        ex = explain(nmf_pipe, x, classes=classes)
+        t_ex = time.perf_counter() - t
+        for method in methods:
+            t = time.perf_counter()
+            masks, domain = _method_masks(
+                method, x, classes, ex, pipes, spec, lmac, blackbox, attributions
+            )
+            seconds = time.perf_counter() - t + (t_ex if method == "nmfinterp" else 0.0)
+            r = score_masks(probs, spec, x, masks, classes, deciding, other, domain)
+            r["seconds_per_clip"] = seconds / len(x)
+            results[cname][method] = r
+            line = f"  {cname:12s} {method:32s} n={len(x):3d} " + " ".join(
+                f"{k} {r[k]['mean']:.2f}" for k in ("Fid-In", "FF", "AI", "AD")
+            )
+            if "si_sdr_gap" in r:
+                line += (
+                    f" SI-SDR d/o {r['si_sdr_deciding']['mean']:.1f}/{r['si_sdr_other']['mean']:.1f}"
+                    f" share {r['energy_share']['mean']:.2f}"
+                )
+            _log(line + f" ({seconds:.0f} s)")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Silero VAD
+# ---------------------------------------------------------------------------------------------
+def silero_benchmark(
+    esc_train: AudioDataset, esc_test: AudioDataset, speech_root: str, cfg: dict, sr: int = 16000
+) -> dict:
+    """Explain Silero VAD's speech decisions on FSDD speech mixed with environmental sounds."""
+    from sklearn.pipeline import make_pipeline
+
+    from .dictionary import NMFDictionary
+    from .interpreter import InterpreterEstimator
+    from .silero import clip_speech_score, load_silero_vad
+    from .spectrogram import SpectrogramTransformer
+
+    if sr != 16000:
+        raise ValueError(f"Silero VAD runs at 16 kHz; the benchmark was loaded at sr={sr}.")
+    vad = load_silero_vad()
+    fsdd = load_fsdd(speech_root, sr=sr)
+    rng = np.random.default_rng(1)
+    length = 2 * sr  # 2-second clips: a few digits and part of a sound
+
+    def build(ds: AudioDataset, takes: np.ndarray, n: int):
+        sounds = np.stack(
+            [_loudest(s, length) for s in ds.waveforms[rng.integers(len(ds), size=n)]]
+        )
+        speech = np.stack([_speech_track(takes, length, rng) for _ in range(n)])
+        m = make_mixture(speech, sounds, snr_db=0.0)
+        return m
+
+    train_takes = fsdd.waveforms[fsdd.folds == 1]
+    test_takes = fsdd.waveforms[fsdd.folds == 0]
+    n_tr = cfg["silero_train"]
+    m_tr = build(esc_train, train_takes, n_tr)
+    # the interpreter also sees sounds alone and speech alone, so both decisions occur
+    X_train = np.concatenate(
+        [
+            m_tr.mixture[: n_tr // 2],
+            m_tr.other[n_tr // 2 : 3 * n_tr // 4],
+            m_tr.target[3 * n_tr // 4 :],
+        ]
+    )
+    y_train = clip_speech_score(torch.as_tensor(_vad_probs(vad, X_train))).numpy()
+    pipe = make_pipeline(
+        SpectrogramTransformer(sr=sr, n_fft=512, hop_length=256),
+        NMFDictionary(n_components=cfg["n_components"], random_state=0),
+        InterpreterEstimator(
+            vad,
+            layers=["encoder.1", "encoder.3", "decoder.hidden"],
+            classifier_output=clip_speech_score,
+            output_type="probabilities",
+            random_state=0,
+            **({"epochs": cfg["epochs"]} if cfg["epochs"] else {}),
+            **(
+                {"faithfulness_epochs": cfg["faithfulness_epochs"]}
+                if cfg["faithfulness_epochs"]
+                else {}
+            ),
+        ),
+    )
+    t = time.perf_counter()
+    pipe.fit(X_train, y_train)
+    fit_s = time.perf_counter() - t
+    m_te = build(esc_test, test_takes, cfg["silero_test"])
+    p_mix = _vad_probs(vad, m_te.mixture)
+    speech_decided = np.flatnonzero(p_mix.max(1) > 0.5)
+    y_test = clip_speech_score(torch.as_tensor(p_mix)).numpy()
+    result = {
+        "n_train": len(X_train),
+        "fit_seconds": fit_s,
+        "n_test": len(m_te.mixture),
+        "n_decided_speech": int(len(speech_decided)),
+        "fidelity_top1": float(pipe.score(m_te.mixture, y_test)),
+        "speech_probability_of_speech_alone": _ci(_vad_probs(vad, m_te.target).max(1)),
+        "speech_probability_of_sound_alone": _ci(_vad_probs(vad, m_te.other).max(1)),
+        "methods": {},
+    }
+    if len(speech_decided) == 0:
+        return result
+    x = m_te.mixture[speech_decided]
+    classes = np.ones(len(x), dtype=int)
+
+    def probs(w):
+        return clip_speech_score(torch.as_tensor(_vad_probs(vad, w))).numpy()
+
+    spec = pipe[0]
+    ex = explain(pipe, x, classes=classes)
+    makers = {
+        "nmfinterp": lambda: np.stack(ex.masks),
+        "random components": lambda: random_component_masks(
+            pipe[1].dictionary_, ex.activations, [len(s) for s in ex.selected]
+        ),
+        "all components": lambda: all_masks(spec, x),
+    }
+    for method, make in makers.items():
+        r = score_masks(
+            probs, spec, x, make(), classes, m_te.target[speech_decided], m_te.other[speech_decided]
+        )
+        result["methods"][method] = r
+        _log(
+            f"  silero {method:20s} n={len(x)} Fid-In {r['Fid-In']['mean']:.2f} FF {r['FF']['mean']:.2f} "
+            f"SI-SDR speech/sound {r['si_sdr_deciding']['mean']:.1f}/{r['si_sdr_other']['mean']:.1f} "
+            f"share {r['energy_share']['mean']:.2f}"
+        )
+    return result
+
+
+def _loudest(x: np.ndarray, length: int) -> np.ndarray:
+    """The ``length``-sample window of ``x`` with the most energy (ESC clips are often padded)."""
+    if len(x) <= length:
+        return np.pad(x, (0, length - len(x)))
+    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    hop = max(1, length // 8)
+    starts = np.arange(0, len(x) - length + 1, hop)
+    a = starts[np.argmax(energy[starts + length] - energy[starts])]
+    return x[a : a + length]
+
+
+def _vad_probs(vad, waves: np.ndarray, batch: int = 32) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(waves), batch):
+            out.append(vad(torch.as_tensor(waves[s : s + batch])).numpy())
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# costs
+# ---------------------------------------------------------------------------------------------
+def _median_time(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _scaling_child(queue, clf, sr, n_components, epochs, faithfulness_epochs, X, y):
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    params = {} if faithfulness_epochs is None else {"faithfulness_epochs": faithfulness_epochs}
+    pipe = build_pipeline(clf, sr, n_components, epochs, random_state=0, **params)
+    t = time.perf_counter()
+    pipe.fit(X, y)
+    seconds = time.perf_counter() - t
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put({"seconds": seconds, "peak_rss_mib": peak_kib / 1024})
+
+
+def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDataset, cfg) -> dict:
+    """Cost ratios measured in one run (medians over repeats)."""
+    from sklearn.base import clone
+    from sklearn.decomposition import NMF
+
+    from .dictionary import to_frames
+
+    out: dict = {}
+    batch = test.waveforms[:16]
+    spec = pipe[0]
+    t_explain = _median_time(lambda: explain(pipe, batch))
+    t_base = _median_time(
+        lambda: (predict_logits(clf, batch), spec.istft(spec.stft(batch), batch.shape[1]))
+    )
+    out["explain_vs_forward_stft_istft"] = {
+        "batch": len(batch),
+        "explain_seconds": t_explain,
+        "forward_stft_istft_seconds": t_base,
+        "ratio": t_explain / t_base,
+    }
+    _log(
+        f"cost: explain {t_explain:.2f} s vs forward+STFT+ISTFT {t_base:.2f} s on {len(batch)} clips"
+    )
+
+    # interpreter fit: cached hidden features vs recomputed every epoch
+    interp = pipe[-1]
+    sub = train.subset(np.arange(min(48, len(train))))
+    Xf = pipe[:-1].transform(sub.waveforms)
+    ysub = y_train[: len(sub)]
+    if "feature_cache" in interp.get_params():
+        times = {}
+        for mode in ("memory", "none"):
+            est = clone(interp).set_params(
+                feature_cache=mode, epochs=cfg["cost_epochs"], faithfulness=0.0, verbose=0
+            )
+            times[mode] = _median_time(lambda est=est: est.fit(Xf, ysub), repeats=2)
+        out["fit_cached_vs_recomputed"] = {
+            "n_clips": len(sub),
+            "epochs": cfg["cost_epochs"],
+            "cached_seconds": times["memory"],
+            "recomputed_seconds": times["none"],
+            "speedup": times["none"] / times["memory"],
+        }
+        _log(f"cost: fit cached {times['memory']:.1f} s vs recomputed {times['none']:.1f} s")
+    else:
+        out["fit_cached_vs_recomputed"] = {"error": "InterpreterEstimator has no feature_cache"}
+
+    # NMFDictionary vs sklearn's cd solver on every frame, at equal reconstruction error
+    V = pipe[0].transform(train.waveforms).block("spectrogram")
+    frames = to_frames(V).astype(np.float64)
+    dico = clone(pipe[1])
+    t = time.perf_counter()
+    dico.fit(pipe[0].transform(train.waveforms))
+    t_ours = time.perf_counter() - t
+    err = lambda Ht, Wt: float(np.linalg.norm(frames - Ht @ Wt))  # noqa: E731
+    err_ours = err(dico._activations(frames), dico.components_)
+    row = {"n_frames": len(frames), "ours_seconds": t_ours, "ours_error": err_ours}
+    for max_iter in (10, 20, 40, 80, 160, 320):
+        nmf = NMF(dico.n_components_, solver="cd", max_iter=max_iter, tol=0.0, random_state=0)
+        t = time.perf_counter()
+        Ht = nmf.fit_transform(frames)
+        t_cd = time.perf_counter() - t
+        e = err(Ht, nmf.components_)
+        row.update({"cd_seconds": t_cd, "cd_error": e, "cd_max_iter": max_iter})
+        if e <= err_ours:
+            break
+    row["cd_reached_equal_error"] = row["cd_error"] <= err_ours
+    row["ratio_cd_over_ours"] = row["cd_seconds"] / t_ours
+    out["nmf_vs_cd"] = row
+    _log(
+        f"cost: NMFDictionary {t_ours:.1f} s (error {err_ours:.1f}) vs cd {row['cd_seconds']:.1f} s "
+        f"(error {row['cd_error']:.1f}, {row['cd_max_iter']} iterations)"
+    )
+
+    # fit time per clip at 1x, 2x, 4x the data, each in a fresh process (peak memory of that fit)
+    ctx = mp.get_context("spawn")
+    rows = []
+    for n in cfg["scaling"]:
+        n = min(n, len(train))
+        q = ctx.Queue()
+        p = ctx.Process(
+            target=_scaling_child,
+            args=(
+                q,
+                clf,
+                sr,
+                pipe[1].n_components,
+                cfg["epochs"],
+                cfg["faithfulness_epochs"],
+                train.waveforms[:n],
+                y_train[:n],
+            ),
+        )
+        p.start()
+        r = q.get()
+        p.join()
+        r.update({"n_clips": n, "seconds_per_clip": r["seconds"] / n})
+        rows.append(r)
+        _log(f"cost: fit on {n} clips {r['seconds']:.0f} s, peak RSS {r['peak_rss_mib']:.0f} MiB")
+    out["scaling"] = rows
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+def _load_others(folder: str, sr: int, length: int) -> np.ndarray:
+    paths = sorted(
+        p for p in Path(folder).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg")
+    )
+    if not paths:
+        raise FileNotFoundError(f"--others {folder}: no .wav/.flac/.ogg files found in it.")
+    return np.stack([load_audio(p, sr=sr, duration=length / sr) for p in paths])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="nmfinterp bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
+    )
+    p.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--test-fold", type=int, default=4)
+    p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")
+    p.add_argument(
+        "--others", default=None, help="folder of clips to use as interferers in (b), (c)"
+    )
+    p.add_argument("--sr", type=int, default=16000)
+    p.add_argument("--quick", action="store_true", help="small settings: < 10 minutes on 2 cores")
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD")
+    p.add_argument("--skip", nargs="*", default=[], choices=["silero", "cost"])
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    t_start = time.perf_counter()
+
+    ds = load_esc_folder(args.data, sr=args.sr)
+    train = ds.subset(np.isin(ds.folds, args.train_folds))
+    test = ds.subset(ds.folds == args.test_fold)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"{args.data}: {len(train)} clips in folds {args.train_folds} and {len(test)} in fold "
+            f"{args.test_fold}; expected clips in both."
+        )
+    if cfg["max_test"] is not None and len(test) > cfg["max_test"]:
+        pick = np.random.default_rng(0).choice(len(test), cfg["max_test"], replace=False)
+        test = test.subset(np.sort(pick))
+    speech = None
+    if args.speech:
+        speech = load_fsdd(args.speech, sr=args.sr).waveforms
+    others = _load_others(args.others, args.sr, ds.waveforms.shape[1]) if args.others else None
+
+    t = time.perf_counter()
+    clf = train_classifier(
+        LogMelCNN(ds.n_classes, sr=args.sr, random_state=0),
+        train.waveforms,
+        train.labels,
+        epochs=cfg["classifier_epochs"],
+        random_state=0,
+    )
+    clf_s = time.perf_counter() - t
+    y_train, y_test = predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
+    accuracy = float(np.mean(y_test.argmax(1) == test.labels))
+    _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f} ({clf_s:.0f} s)")
+
+    pipes, fits = {}, {}
+    for key, params in (("nmfinterp", {}), ("l2i", {"faithfulness": 0.0})):
+        pipes[key], fits[key] = _fit_pipeline(clf, args.sr, cfg, train, y_train, **params)
+        _log(
+            f"{key}: K={cfg['n_components']} fit {fits[key]:.0f} s, top-1 fidelity "
+            f"{pipes[key].score(test.waveforms, y_test):.3f}"
+        )
+    results = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "config": cfg,
+        "conditions": CONDITIONS,
+        "n_train": len(train),
+        "n_test": len(test),
+        "classes": ds.class_names,
+        "classifier": {"model": "LogMelCNN", "accuracy": accuracy, "train_seconds": clf_s},
+        "interpreters": {
+            key: {
+                "n_components": cfg["n_components"],
+                "fit_seconds": fits[key],
+                "fit_seconds_per_clip": fits[key] / len(train),
+                "fidelity_top1": float(pipes[key].score(test.waveforms, y_test)),
+                "params": {
+                    k: v
+                    for k, v in pipes[key][-1].get_params().items()
+                    if isinstance(v, int | float | str | bool | type(None))
+                },
+            }
+            for key in pipes
+        },
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+    }
+    conditions = make_conditions(test, speech, others)
+    results["results"] = run_methods(clf, args.sr, pipes, conditions, cfg, train, args.methods)
+    if "silero" not in args.skip and args.speech:
+        _log("silero VAD:")
+        results["silero"] = silero_benchmark(train, test, args.speech, cfg, args.sr)
+    if "cost" not in args.skip:
+        results["cost"] = cost_benchmark(
+            clf, args.sr, pipes["nmfinterp"], train, y_train, test, cfg
+        )
+    results["total_seconds"] = time.perf_counter() - t_start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ("esc10_quick.json" if args.quick else "esc10.json")
+    path.write_text(json.dumps(results, indent=2, default=float))
+    _log(f"raw results: {path} ({results['total_seconds']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

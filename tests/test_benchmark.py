@@ -1,0 +1,71 @@
+"""The benchmark's building blocks: conditions, decisions, scoring (small synthetic data)."""
+
+import numpy as np
+import pytest
+import torch
+
+from nmfinterp import SpectrogramTransformer
+from nmfinterp.baselines import all_masks
+from nmfinterp.benchmark import _decisions, _loudest, _speech_track, make_conditions, score_masks
+from nmfinterp.datasets import make_synthetic_sounds, rms
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic_sounds(n_per_class=3, sr=8000, duration=0.5, random_state=0)
+
+
+def test_conditions_are_exact_sums_at_the_stated_levels(data):
+    speech = np.random.default_rng(1).standard_normal((4, 1000)).astype(np.float32)
+    conds = make_conditions(data, speech)
+    assert set(conds) == {"clean", "mix_0.8_0.2", "mix_equal", "white_noise", "speech"}
+    for c in conds.values():
+        assert np.allclose(c["mixture"], c["target"] + c["other"], atol=1e-6)
+        assert c["mixture"].shape == data.waveforms.shape
+    x = data.waveforms
+    assert np.allclose(conds["mix_0.8_0.2"]["target"], 0.8 * x, atol=1e-6)
+    assert np.all(conds["mix_equal"]["other_label"] != data.labels)  # other class
+    assert np.allclose(rms(conds["mix_equal"]["other"]), rms(x), rtol=1e-3)
+    for name in ("white_noise", "speech"):
+        assert np.allclose(rms(conds[name]["other"]), 0.5 * rms(x), rtol=1e-3)
+
+
+def test_decisions_pick_the_source_of_the_decided_class(data):
+    conds = make_conditions(data, None)
+    c = conds["mix_equal"]
+    decided = c["target_label"].copy()
+    decided[0] = c["other_label"][0]  # clip 0: the other source decides
+    decided[1] = 99  # clip 1: neither -> left out
+    keep, deciding, other = _decisions(c, decided)
+    assert 1 not in keep and 0 in keep
+    assert np.array_equal(deciding[0], c["other"][0]) and np.array_equal(other[0], c["target"][0])
+    j = list(keep).index(2)
+    assert np.array_equal(deciding[j], c["target"][2])
+
+
+def test_score_masks_of_the_whole_input(data):
+    spec = SpectrogramTransformer(sr=8000, n_fft=256).fit(data.waveforms)
+    x = data.waveforms[:4]
+
+    def probs(w):  # a fake classifier: loud clips are class 1
+        p1 = torch.sigmoid(torch.as_tensor(50 * (rms(np.asarray(w)) - 0.01)))
+        return torch.stack([1 - p1, p1], 1).numpy()
+
+    classes = probs(x).argmax(1)
+    r = score_masks(probs, spec, x, all_masks(spec, x), classes, x, np.zeros_like(x))
+    assert r["Fid-In"]["mean"] == 1.0 and r["AD"]["mean"] == pytest.approx(0, abs=1e-3)
+    assert r["energy_share"]["mean"] == pytest.approx(1.0)
+    assert r["si_sdr_deciding"]["mean"] > 40  # the explanation is the input itself
+    assert r["mask_mean"]["mean"] == 1.0
+
+
+def test_speech_track_and_loudest_window():
+    rng = np.random.default_rng(0)
+    utt = np.zeros((3, 500), np.float32)
+    utt[:, 100:300] = 0.5
+    track = _speech_track(utt, 2000, rng)
+    assert track.shape == (2000,) and np.abs(track).max() == pytest.approx(0.5)
+    x = np.zeros(1000, np.float32)
+    x[700:800] = 1
+    w = _loudest(x, 200)
+    assert w.shape == (200,) and w.sum() == 100
