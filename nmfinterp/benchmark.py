@@ -97,11 +97,13 @@ FULL = {
     "lmac_epochs": 20,
     "silero_train": 160,
     "silero_test": 60,
-    "scaling": (60, 120, 240),
+    "max_train": None,
+    "scaling": (40, 80, 160),
+    "scaling_epochs": (10, 4),  # (epochs, faithfulness_epochs) of the scaling fits
     "cost_epochs": 3,
 }
 QUICK = {
-    "classifier_epochs": 15,
+    "classifier_epochs": 12,
     "epochs": 12,
     "faithfulness_epochs": 5,
     "n_components": 50,
@@ -112,7 +114,9 @@ QUICK = {
     "lmac_epochs": 4,
     "silero_train": 48,
     "silero_test": 16,
+    "max_train": 120,
     "scaling": (15, 30, 60),
+    "scaling_epochs": (4, 2),
     "cost_epochs": 2,
 }
 
@@ -599,8 +603,7 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
                 clf,
                 sr,
                 pipe[1].n_components,
-                cfg["epochs"],
-                cfg["faithfulness_epochs"],
+                *cfg["scaling_epochs"],
                 train.waveforms[:n],
                 y_train[:n],
             ),
@@ -608,7 +611,9 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
         p.start()
         r = q.get()
         p.join()
-        r.update({"n_clips": n, "seconds_per_clip": r["seconds"] / n})
+        r.update(
+            {"n_clips": n, "seconds_per_clip": r["seconds"] / n, "epochs": cfg["scaling_epochs"]}
+        )
         rows.append(r)
         _log(f"cost: fit on {n} clips {r['seconds']:.0f} s, peak RSS {r['peak_rss_mib']:.0f} MiB")
     out["scaling"] = rows
@@ -645,7 +650,10 @@ def main(argv=None) -> int:
     p.add_argument("--sr", type=int, default=16000)
     p.add_argument("--quick", action="store_true", help="small settings: < 10 minutes on 2 cores")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD")
-    p.add_argument("--skip", nargs="*", default=[], choices=["silero", "cost"])
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["methods", "silero", "cost"], help="parts to skip"
+    )
+    p.add_argument("--name", default=None, help="JSON file name (default: esc10 / esc10_quick)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
@@ -659,6 +667,9 @@ def main(argv=None) -> int:
             f"{args.data}: {len(train)} clips in folds {args.train_folds} and {len(test)} in fold "
             f"{args.test_fold}; expected clips in both."
         )
+    if cfg["max_train"] is not None and len(train) > cfg["max_train"]:
+        pick = np.random.default_rng(0).choice(len(train), cfg["max_train"], replace=False)
+        train = train.subset(np.sort(pick))
     if cfg["max_test"] is not None and len(test) > cfg["max_test"]:
         pick = np.random.default_rng(0).choice(len(test), cfg["max_test"], replace=False)
         test = test.subset(np.sort(pick))
@@ -717,7 +728,8 @@ def main(argv=None) -> int:
         },
     }
     conditions = make_conditions(test, speech, others)
-    results["results"] = run_methods(clf, args.sr, pipes, conditions, cfg, train, args.methods)
+    if "methods" not in args.skip:
+        results["results"] = run_methods(clf, args.sr, pipes, conditions, cfg, train, args.methods)
     if "silero" not in args.skip and args.speech:
         _log("silero VAD:")
         results["silero"] = silero_benchmark(train, test, args.speech, cfg, args.sr)
@@ -728,7 +740,7 @@ def main(argv=None) -> int:
     results["total_seconds"] = time.perf_counter() - t_start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / ("esc10_quick.json" if args.quick else "esc10.json")
+    path = out / f"{args.name or ('esc10_quick' if args.quick else 'esc10')}.json"
     path.write_text(json.dumps(results, indent=2, default=float))
     _log(f"raw results: {path} ({results['total_seconds']:.0f} s in all)")
     return 0
