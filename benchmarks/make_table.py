@@ -207,12 +207,31 @@ def render(res: dict, src: str) -> str:
     return "\n".join(lines)
 
 
+def merge(parts: list[dict]) -> dict:
+    """The first run's results, with sections it skipped (``--skip``) taken from later runs."""
+    res = dict(parts[0])
+    for part in parts[1:]:
+        for key in ("results", "silero", "cost"):
+            if key not in res and key in part:
+                res[key] = part[key]
+    return res
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    src = Path(argv[0]) if argv else ROOT / "benchmarks" / "results" / "esc10.json"
-    dst = Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "benchmarks.md"
-    rel = src.resolve().relative_to(ROOT) if src.resolve().is_relative_to(ROOT) else src
-    dst.write_text(render(json.loads(src.read_text()), str(rel)))
+    dst = ROOT / "docs" / "benchmarks.md"
+    if argv and argv[-1].endswith(".md"):
+        dst = Path(argv[-1])
+        argv = argv[:-1]
+    srcs = [Path(a) for a in argv] or [ROOT / "benchmarks" / "results" / "esc10.json"]
+    srcs += [
+        p for p in [ROOT / "benchmarks" / "results" / "esc10_cost.json"] if not argv and p.exists()
+    ]
+    rel = [
+        str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
+        for p in srcs
+    ]
+    dst.write_text(render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel)))
     print(f"wrote {dst}")
 
 
