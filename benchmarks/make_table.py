@@ -203,7 +203,12 @@ def render(res: dict, src: str) -> str:
                     f"{r['peak_rss_mib']:.0f} |"
                 )
     m = res["machine"]
-    lines += ["", f"Machine: {m['platform']}, Python {m['python']}, torch {m['torch']}.", ""]
+    commit = f" Code: commit `{res['commit']}`." if res.get("commit") else ""
+    lines += [
+        "",
+        f"Machine: {m['platform']}, Python {m['python']}, torch {m['torch']}.{commit}",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -623,6 +623,27 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
+def _git_commit() -> str | None:
+    """The commit the benchmark ran from (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def _load_others(folder: str, sr: int, length: int) -> np.ndarray:
     paths = sorted(
         p for p in Path(folder).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg")
@@ -720,6 +741,7 @@ def main(argv=None) -> int:
             }
             for key in pipes
         },
+        "commit": _git_commit(),
         "machine": {
             "cpu_threads": torch.get_num_threads(),
             "python": platform.python_version(),
