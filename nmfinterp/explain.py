@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from ._validation import check_waveforms
 
@@ -163,6 +164,7 @@ def explain_clips(
     threshold: float = 0.0,
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
+    verbose: int = 0,
 ) -> Explanations:
     """Explain clips with a fitted :class:`~nmfinterp.InterpreterEstimator` (see :func:`explain`)."""
     spec, dico = interpreter.spectrogram_, interpreter.dictionary_
@@ -205,6 +207,7 @@ def explain_clips(
     out: dict[str, list] = {
         k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")
     }
+    bar = tqdm(total=n, desc="explaining", unit="clip", disable=verbose <= 0)
     for length, idx_all in groups.items():
         for start in range(0, len(idx_all), interpreter.batch_size):
             idx = idx_all[start : start + interpreter.batch_size]
@@ -235,6 +238,8 @@ def explain_clips(
                 out["cs"][i] = scores[j].numpy()
                 out["is"][i] = logits[j].numpy()
                 out["cls"][i] = int(cls[j])
+            bar.update(len(idx))
+    bar.close()
     as_batch = (lambda v: v) if ragged else np.stack
     result = Explanations(
         waveforms=as_batch(out["wave"]),
@@ -267,7 +272,8 @@ def explain(
     threshold: float = 0.0,
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
-):
+    verbose: int = 0,
+) -> Explanations:
     """Listenable explanations of the classifier's decisions on clips ``X``.
 
     For each clip: the interpreter's activations H, the relevance of each component to the class
@@ -293,6 +299,8 @@ def explain(
     relevance_mode : {"centered", "raw"}, default="centered"
         "raw" is L2I's r_k; "centered" measures θ against the average class (see :func:`relevance`);
         multi-label interpreters always use "raw".
+    verbose : int, default=0
+        A progress bar over the clips when > 0.
 
     Returns
     -------
@@ -307,6 +315,7 @@ def explain(
         threshold=threshold,
         mask_domain=mask_domain,
         relevance_mode=relevance_mode,
+        verbose=verbose,
     )
 
 

@@ -1,0 +1,262 @@
+"""The ``nmfinterp`` command line, driven through ``main(argv)`` (and once as a real process)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from nmfinterp import explain
+from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
+from nmfinterp.cli import main
+from nmfinterp.datasets import SYNTHETIC_CLASSES, make_synthetic_sounds
+
+SR = 8000
+KWARGS = {"n_classes": 4, "sr": SR, "n_fft": 256, "hop_length": 80, "channels": [4, 8, 8]}
+FAST = ["--n-components", "6", "--epochs", "2", "--faithfulness", "0", "--sr", str(SR)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Clips in class subfolders, a CSV listing them, and a tiny trained classifier's weights."""
+    root = tmp_path_factory.mktemp("cli")
+    ds = make_synthetic_sounds(n_per_class=3, sr=SR, duration=0.5, random_state=0)
+    rows = ["filename,category"]
+    for i, (x, y) in enumerate(zip(ds.waveforms, ds.labels, strict=True)):
+        name = SYNTHETIC_CLASSES[y]
+        (root / "clips" / name).mkdir(parents=True, exist_ok=True)
+        sf.write(root / "clips" / name / f"{i:02d}.wav", x, SR, subtype="FLOAT")
+        rows.append(f"{name}/{i:02d}.wav,{name}")
+    (root / "clips.csv").write_text("\n".join(rows) + "\n")
+    clf = train_classifier(
+        LogMelCNN(**KWARGS, random_state=0), ds.waveforms, ds.labels, epochs=1, random_state=0
+    )
+    torch.save(clf.state_dict(), root / "weights.pt")
+    return root, ds, clf
+
+
+@pytest.fixture(scope="module")
+def fitted(corpus):
+    root, _, _ = corpus
+    model = root / "model.joblib"
+    rc = main(
+        [
+            "fit",
+            str(root / "clips"),
+            "--classifier",
+            "nmfinterp.classifiers:LogMelCNN",
+            "--classifier-kwargs",
+            json.dumps(KWARGS),
+            "--weights",
+            str(root / "weights.pt"),
+            "-o",
+            str(model),
+            *FAST,
+        ]
+    )
+    assert rc == 0
+    return model
+
+
+def test_fit_from_folder_saves_a_pipeline_that_explains_like_the_library(corpus, fitted):
+    root, ds, clf = corpus
+    pipe = joblib.load(fitted)
+    meta = json.loads(fitted.with_suffix(".json").read_text())
+    # subfolder names, sorted, are the class names (as many as the classifier's outputs)
+    assert meta["class_names"] == sorted(SYNTHETIC_CLASSES)
+    assert 0.0 <= meta["metrics"]["fidelity_top1_train"] <= 1.0
+    # the saved classifier carries the trained weights, not the factory's fresh ones
+    np.testing.assert_allclose(
+        predict_logits(pipe[-1].classifier, ds.waveforms[:2]),
+        predict_logits(clf, ds.waveforms[:2]),
+        atol=1e-5,
+    )
+    assert pipe[1].n_components == 6 and len(pipe[-1].history_) == 2
+
+
+def test_explain_writes_one_wav_per_clip_equal_to_the_library(corpus, fitted, tmp_path, capsys):
+    root, _, _ = corpus
+    out = tmp_path / "wavs"
+    assert (
+        main(["explain", str(fitted), str(root / "clips" / "bird"), "-o", str(out), "--residuals"])
+        == 0
+    )
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 6 and sum(f.endswith("_residual.wav") for f in files) == 3
+    assert "wrote 6 WAV files for 3 clips" in capsys.readouterr().out
+    first = sorted((root / "clips" / "bird").iterdir())[0]
+    x, _ = sf.read(first, dtype="float32")
+    ex = explain(joblib.load(fitted), x[None])
+    name = next(f for f in files if f.startswith(first.stem) and f.endswith("_explanation.wav"))
+    wav, sr = sf.read(out / name, dtype="float32")
+    assert sr == SR
+    np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+
+
+def test_explain_a_chosen_class_by_name(corpus, fitted, tmp_path):
+    root, _, _ = corpus
+    clip = next((root / "clips" / "rain").iterdir())
+    out = tmp_path / "o"
+    assert main(["explain", str(fitted), str(clip), "-o", str(out), "--class", "siren"]) == 0
+    assert [p.name for p in out.iterdir()] == [f"{clip.stem}_as_siren_explanation.wav"]
+
+
+def test_report_command_writes_a_self_contained_html(corpus, fitted, tmp_path):
+    root, _, _ = corpus
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"fidelity": {"mean": 0.75}}))
+    out = tmp_path / "r.html"
+    rc = main(
+        ["report", str(fitted), str(root / "clips" / "engine"), "-o", str(out),
+         "--metrics", str(metrics), "--max-components", "2"]
+    )  # fmt: skip
+    assert rc == 0
+    text = out.read_text()
+    assert text.count('<section class="clip"') == 3
+    assert "fidelity.mean" in text and "0.75" in text
+    assert "http://" not in text and "https://" not in text  # nothing to fetch
+    assert text.count('src="data:audio/wav;base64,') == text.count("<audio")
+
+
+def test_fit_from_csv_with_precomputed_outputs(corpus, tmp_path):
+    root, ds, clf = corpus
+    # outputs as CSV with a header of class names, rows in the CSV's order
+    order = [line.split(",")[0] for line in (root / "clips.csv").read_text().split()[1:]]
+    X = np.stack([sf.read(root / "clips" / p, dtype="float32")[0] for p in order])
+    y = predict_logits(clf, X)
+    names = ["b", "e", "r", "s"]
+    (tmp_path / "y.csv").write_text(
+        ",".join(names) + "\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in y)
+    )
+    model = tmp_path / "m.joblib"
+    rc = main(
+        ["fit", str(root / "clips.csv"), "--audio-root", str(root / "clips"),
+         "--classifier", "nmfinterp.classifiers:LogMelCNN", "--classifier-kwargs", json.dumps(KWARGS),
+         "--weights", str(root / "weights.pt"), "--outputs", str(tmp_path / "y.csv"),
+         "-o", str(model), *FAST]
+    )  # fmt: skip
+    assert rc == 0
+    assert json.loads(model.with_suffix(".json").read_text())["class_names"] == names
+    # refuses to overwrite without --force
+    argv = [
+        "fit",
+        str(root / "clips"),
+        "--classifier",
+        "nmfinterp.classifiers:LogMelCNN",
+        "-o",
+        str(model),
+    ]
+    assert main(argv) == 2
+
+
+def test_factory_from_a_python_file(corpus, tmp_path, monkeypatch):
+    root, _, _ = corpus
+    (tmp_path / "my_models.py").write_text(
+        "from nmfinterp.classifiers import LogMelCNN\n"
+        f"def build():\n    return LogMelCNN(**{KWARGS!r})\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "m.joblib"
+    rc = main(
+        ["fit", str(root / "clips"), "--classifier", "my_models.py:build",
+         "--weights", str(root / "weights.pt"), "-o", str(model), *FAST]
+    )  # fmt: skip
+    assert rc == 0
+    assert json.loads(model.with_suffix(".json").read_text())["python_path"] == [str(tmp_path)]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "MISSING", "--classifier", "a:b", "-o", "m.joblib"], "'MISSING' does not exist"),
+        (["fit", "CLIPS", "--classifier", "nmfinterp.classifiers", "-o", "m.joblib"], "expected MODULE:FACTORY"),
+        (["fit", "CLIPS", "--classifier", "no_such_mod_xyz:f", "-o", "m.joblib"], "cannot import 'no_such_mod_xyz'"),
+        (["fit", "CLIPS", "--classifier", "nmfinterp.classifiers:Nope", "-o", "m.joblib"], "has no callable 'Nope'"),
+        (["fit", "CLIPS", "--classifier", "nmfinterp.classifiers:LogMelCNN", "-o", "m.joblib"], "LogMelCNN(**{}) raised TypeError"),
+        (["fit", "CLIPS", "--classifier", "nmfinterp.classifiers:LogMelCNN", "--classifier-kwargs",
+          '{"n_classes": 3, "sr": 8000}', "--weights", "WEIGHTS", "-o", "m.joblib"], "do not fit the model"),
+        (["fit", "CLIPS", "--classifier", "nmfinterp.classifiers:LogMelCNN", "--classifier-kwargs",
+          json.dumps(KWARGS), "--outputs", "BADY", "-o", "m.joblib"], "has shape (5, 4); expected one row per clip, (12, n_classes)"),
+        (["explain", "MODEL", "nothing_here.wav", "-o", "x"], "'nothing_here.wav' does not exist"),
+        (["explain", "CLIPS/bird/00.wav", "CLIPS", "-o", "x"], "could not be loaded as a joblib model"),
+        (["explain", "MODEL", "CLIPS", "-o", "x", "--class", "cow"], "'cow' is not a class name"),
+        (["report", "MODEL", "CLIPS", "--metrics", "CLIPS/bird/00.wav"], "is not valid JSON"),
+    ],
+)  # fmt: skip
+def test_user_mistakes_exit_2_with_one_line_and_no_traceback(
+    corpus, fitted, tmp_path, monkeypatch, capsys, argv, message
+):
+    root, _, _ = corpus
+    np.save(tmp_path / "bad.npy", np.zeros((5, 4)))
+    subst = {
+        "CLIPS": str(root / "clips"),
+        "WEIGHTS": str(root / "weights.pt"),
+        "MODEL": str(fitted),
+        "BADY": str(tmp_path / "bad.npy"),
+    }
+    argv = [
+        next((a.replace(k, v, 1) for k, v in subst.items() if a.startswith(k)), a) for a in argv
+    ]
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_everywhere_and_usage_errors(capsys):
+    for cmd in ([], ["fit"], ["explain"], ["report"], ["bench"]):
+        assert main([*cmd, "--help"]) == 0
+        assert "usage: nmfinterp" in capsys.readouterr().out
+    assert main([]) == 2  # no command
+    assert main(["fit", "x", "--classifier", "a:b", "-o", "m", "--epochs", "0"]) == 2
+    assert "0 is not positive" in capsys.readouterr().err
+
+
+def test_bench_forwards_its_arguments(monkeypatch):
+    import types
+
+    seen = {}
+
+    def fake_main(argv):
+        seen["argv"] = argv
+        return 3
+
+    monkeypatch.setitem(sys.modules, "nmfinterp.benchmark", types.SimpleNamespace(main=fake_main))
+    import nmfinterp
+
+    monkeypatch.setattr(nmfinterp, "benchmark", sys.modules["nmfinterp.benchmark"], raising=False)
+    assert main(["bench", "--", "--folds", "1", "-q"]) == 3
+    assert seen["argv"] == ["--folds", "1", "-q"]
+
+
+def test_bench_without_the_benchmark_module_says_so(monkeypatch, capsys):
+    import nmfinterp
+
+    monkeypatch.setitem(
+        sys.modules, "nmfinterp.benchmark", None
+    )  # import raises ModuleNotFoundError
+    monkeypatch.delattr(nmfinterp, "benchmark", raising=False)
+    assert main(["bench"]) == 1
+    err = capsys.readouterr().err
+    assert "no nmfinterp.benchmark module" in err and "Traceback" not in err
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    """The installed entry point: a real process, its exit code and its one-line error."""
+    exe = Path(sys.executable).with_name("nmfinterp")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "nmfinterp.cli"]
+    done = subprocess.run(
+        [*cmd, "explain", str(tmp_path / "missing.joblib"), "x.wav", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("nmfinterp explain: error: model ")
+    assert "Traceback" not in done.stderr
