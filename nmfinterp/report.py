@@ -206,11 +206,20 @@ def render_report(
             f'<section class="clip" id="clip{i}"><h2>{html.escape(str(names[i]))}: explained '
             f"for {html.escape(str(class_names[c]))}</h2>"
         )
+        # one gain for all of a clip's players, so that loud clips do not clip and their parts
+        # keep their relative levels
+        peak = max(
+            float(np.max(np.abs(w), initial=0.0))
+            for w in (x, explanations.waveforms[i], explanations.residuals[i])
+        )
+        gain = 1.0 / peak if peak > 1.0 else 1.0
         parts.append('<div class="players">')
-        parts.append(_audio("input", x, sr))
-        parts.append(_audio("explanation", explanations.waveforms[i], sr))
-        parts.append(_audio("residual (input − explanation)", explanations.residuals[i], sr))
+        parts.append(_audio("input", gain * x, sr))
+        parts.append(_audio("explanation", gain * explanations.waveforms[i], sr))
+        parts.append(_audio("residual (input − explanation)", gain * explanations.residuals[i], sr))
         parts.append("</div>")
+        if gain != 1.0:
+            parts.append(f'<p class="note">Players scaled by {gain:.3g} (peak {peak:.3g} > 1).</p>')
         fig = plot_explanation(model, explanations, i, class_names=class_names)
         parts.append(f'<img alt="spectrograms and relevance" src="{_png_data_uri(fig)}">')
         rows = []
@@ -241,7 +250,11 @@ def render_report(
             parts.append(
                 f'<div class="comp"><div>component {k}, relevance {r[k]:.3f}</div>'
                 f'<img alt="spectral pattern of component {k}" src="{pattern_figs[k]}">'
-                + _audio(f"component {k} alone", component_audio(model, explanations, i, k), sr)
+                + _audio(
+                    f"component {k} alone",
+                    gain * component_audio(model, explanations, i, k),
+                    sr,
+                )
                 + "</div>"
             )
         parts.append("</div></section>")
