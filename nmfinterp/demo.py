@@ -1,4 +1,4 @@
-"""End-to-end demo: train a classifier, explain it with nmfinterp, write WAVs and a report.
+"""End-to-end demo: train a classifier, explain it with nmfinterp, write WAVs and reports (HTML too).
 
 ``python -m nmfinterp.demo`` runs on an embedded default (synthetic sounds the package generates);
 ``python -m nmfinterp.demo --data ../shared/data/esc10`` runs on any folder in the ESC-50 layout.
@@ -20,9 +20,10 @@ from sklearn.pipeline import make_pipeline
 from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_esc_folder, make_mixture, make_synthetic_sounds
 from .dictionary import NMFDictionary
-from .explain import explain, masked_spectrum, write_wavs
+from .explain import Explanations, explain, masked_spectrum, write_wavs
 from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mean_ci, si_sdr
+from .report import write_report
 from .spectrogram import SpectrogramTransformer
 
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -146,7 +147,12 @@ def run_demo(
     random_state: int = 0,
     verbose: int = 1,
 ) -> dict:
-    """Run the whole demo and return its report (also written to ``out/report.json`` and ``.md``)."""
+    """Run the whole demo and return its figures.
+
+    Writes to ``out``: ``clean/`` and ``mixtures/`` WAVs, ``report.json`` / ``report.md`` (the
+    figures) and ``report.html``, a self-contained page to listen to the first ``n_examples``
+    explanations (see :func:`nmfinterp.report.write_report`).
+    """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = print if verbose else (lambda *a, **k: None)
@@ -205,10 +211,7 @@ def run_demo(
     for i, name in enumerate(names):
         clean_dir.mkdir(exist_ok=True)
         sf.write(clean_dir / f"{name}_input.wav", test.waveforms[i], sr, subtype="PCM_16")
-    sub = type(ex)(**{**ex.__dict__})
-    for field in ("waveforms", "residuals"):
-        setattr(sub, field, getattr(ex, field)[: len(names)])
-    sub.classes = ex.classes[: len(names)]
+    sub = _first(ex, len(names))
     write_wavs(sub, clean_dir, names, residuals=True)
 
     rows = evaluate_mixtures(pipe, clf, test, n_mixtures, random_state)
@@ -249,10 +252,29 @@ def run_demo(
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(_markdown(report))
+    write_report(
+        pipe,
+        explanations=sub,
+        path=out_dir / "report.html",
+        names=names,
+        class_names=test.class_names,
+        metrics={k: v for k, v in report.items() if k not in ("classes", "output")},
+        title=f"nmfinterp demo: {source}",
+        verbose=verbose,
+    )
     log(
-        f"wrote WAVs and report.md / report.json to {out_dir} ({report['total_seconds']:.0f} s in all)"
+        f"wrote WAVs, report.html and report.md / report.json to {out_dir} "
+        f"({report['total_seconds']:.0f} s in all)"
     )
     return report
+
+
+def _first(ex: Explanations, n: int) -> Explanations:
+    """The explanations of the first ``n`` clips."""
+    per_clip = {
+        k: v[:n] for k, v in ex.__dict__.items() if k not in ("sr", "settings") and v is not None
+    }
+    return Explanations(**per_clip, sr=ex.sr, settings=dict(ex.settings))
 
 
 def _markdown(r: dict) -> str:

@@ -84,3 +84,19 @@ def test_report_arguments_are_checked(fitted):
         component_audio(pipe, ex, 0, 9)
     with pytest.raises(ValueError, match="needs clips X"):
         write_report(pipe)
+
+
+def test_demo_writes_the_html_report(tmp_path):
+    from nmfinterp.demo import run_demo
+
+    out = tmp_path / "demo"
+    figures = run_demo(
+        out=str(out), n_components=8, epochs=1, classifier_epochs=1, n_examples=2,
+        n_mixtures=2, verbose=0,
+    )  # fmt: skip
+    text = (out / "report.html").read_text()
+    assert text.count('<section class="clip"') == 2
+    assert "fidelity_top1" in text and f"{figures['fidelity_top1']:.4g}" in text
+    for name in figures["classes"]:
+        assert name in text
+    assert (out / "report.json").is_file() and len(list((out / "clean").glob("*.wav"))) == 6
