@@ -204,6 +204,38 @@ def _read_outputs(path: str | Path, n_clips: int) -> tuple[np.ndarray, list[str]
     return y, names
 
 
+def _import_object(spec: str, option: str, what: str):
+    """``module:name`` or ``file.py:name`` -> (the callable, the folder added to ``sys.path``)."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise CLIError(
+            f"{option} {spec!r}: expected MODULE:{what} (e.g. mypackage.models:build) or "
+            f"path/to/file.py:{what}."
+        )
+    if module_name.endswith(".py"):
+        file = Path(module_name)
+        if not file.is_file():
+            raise CLIError(f"{option} {spec!r}: file {module_name!r} does not exist.")
+        extra = str(file.resolve().parent)
+        module_name = file.stem
+    else:
+        extra = str(Path.cwd())
+    if extra not in sys.path:
+        sys.path.insert(0, extra)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CLIError(f"{option} {spec!r}: cannot import {module_name!r} ({exc}).") from exc
+    except Exception as exc:  # the user's module failed while importing
+        raise CLIError(
+            f"{option} {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    obj = getattr(module, attr, None)
+    if not callable(obj):
+        raise CLIError(f"{option} {spec!r}: module {module_name!r} has no callable {attr!r}.")
+    return obj, extra
+
+
 def load_classifier(spec: str, kwargs: dict | None = None, weights: str | Path | None = None):
     """Build a torch classifier from ``module:factory`` (or ``file.py:factory``) and weights.
 
@@ -223,34 +255,8 @@ def load_classifier(spec: str, kwargs: dict | None = None, weights: str | Path |
     """
     import torch
 
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise CLIError(
-            f"--classifier {spec!r}: expected MODULE:FACTORY (e.g. mypackage.models:build) or "
-            "path/to/file.py:FACTORY."
-        )
-    extra = None
-    if module_name.endswith(".py"):
-        file = Path(module_name)
-        if not file.is_file():
-            raise CLIError(f"--classifier {spec!r}: file {module_name!r} does not exist.")
-        extra = str(file.resolve().parent)
-        module_name = file.stem
-    else:
-        extra = str(Path.cwd())
-    if extra not in sys.path:
-        sys.path.insert(0, extra)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CLIError(f"--classifier {spec!r}: cannot import {module_name!r} ({exc}).") from exc
-    except Exception as exc:  # the user's module failed while importing
-        raise CLIError(
-            f"--classifier {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise CLIError(f"--classifier {spec!r}: module {module_name!r} has no callable {attr!r}.")
+    factory, extra = _import_object(spec, "--classifier", "FACTORY")
+    attr = spec.rpartition(":")[2]
     try:
         model = factory(**(kwargs or {}))
     except Exception as exc:
@@ -281,6 +287,25 @@ def load_classifier(spec: str, kwargs: dict | None = None, weights: str | Path |
                 f"--weights {str(weights)!r} do not fit the model built by {spec!r}: {first}"
             ) from exc
     return model.eval(), extra
+
+
+def _classifier_outputs(clf, X: np.ndarray, to_scores=None, batch_size: int = 32) -> np.ndarray:
+    """The classifier's scores on waveforms, the way the interpreter reads them."""
+    import torch
+
+    from .hooks import classifier_device
+
+    dev = classifier_device(clf)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            o = clf(torch.as_tensor(X[start : start + batch_size]).to(dev))
+            if isinstance(o, tuple | list):
+                o = o[0]
+            if to_scores is not None:
+                o = to_scores(o)
+            out.append(o.float().cpu().numpy())
+    return np.concatenate(out)
 
 
 def _meta_path(model_path: Path) -> Path:
@@ -359,7 +384,6 @@ def _class_index(value: str, class_names: list[str] | None, n_classes: int) -> i
 def _cmd_fit(args) -> int:
     from sklearn.pipeline import make_pipeline
 
-    from .classifiers import predict_logits
     from .demo import default_n_fft
     from .dictionary import NMFDictionary
     from .interpreter import InterpreterEstimator
@@ -381,17 +405,23 @@ def _cmd_fit(args) -> int:
         audio_root=args.audio_root,
     )
     clf, extra_path = load_classifier(args.classifier, kwargs, args.weights)
+    python_path = [extra_path]
+    to_scores = None
+    if args.classifier_output:
+        to_scores, extra = _import_object(args.classifier_output, "--classifier-output", "FUNCTION")
+        python_path.append(extra)
     X = _stack(_load_clips(paths, args.sr, args.duration, args.verbose))
     class_names = None
     if args.outputs:
         y, class_names = _read_outputs(args.outputs, len(X))
     else:
         try:
-            y = predict_logits(clf, X)
+            y = _classifier_outputs(clf, X, to_scores)
         except Exception as exc:
             raise CLIError(
                 f"running the classifier on the clips failed ({type(exc).__name__}: {exc}); it "
-                "must map float32 waveforms (batch, n_samples) to scores (batch, n_classes)."
+                "must map float32 waveforms (batch, n_samples) to scores (batch, n_classes), "
+                "after --classifier-output if given."
             ) from exc
         if y.ndim != 2:
             raise CLIError(
@@ -409,7 +439,12 @@ def _cmd_fit(args) -> int:
         )
     n_fft = args.n_fft or default_n_fft(args.sr)
     layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
-    interp_params = {"epochs": args.epochs, "random_state": args.random_state}
+    interp_params = {
+        "epochs": args.epochs,
+        "random_state": args.random_state,
+        "classifier_output": to_scores,
+        "output_type": args.output_type,
+    }
     if args.multilabel:
         interp_params.update(multilabel=True, faithfulness=0.0)
     elif args.faithfulness is not None:
@@ -438,7 +473,7 @@ def _cmd_fit(args) -> int:
         "class_names": class_names,
         "sr": args.sr,
         "classifier": args.classifier,
-        "python_path": [extra_path] if extra_path else [],
+        "python_path": sorted(set(python_path)),
         "clips": str(args.clips),
         "metrics": metrics,
     }
@@ -613,6 +648,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--classifier-kwargs", metavar="JSON", help="keyword arguments of the factory, as JSON"
+    )
+    fit.add_argument(
+        "--classifier-output",
+        metavar="MODULE:FUNCTION",
+        help="turns the classifier's raw output into (batch, n_classes) scores (picklable)",
+    )
+    fit.add_argument(
+        "--output-type",
+        choices=["auto", "logits", "probabilities"],
+        default="auto",
+        help="what the classifier's scores are (%(default)s: decided from their range)",
     )
     fit.add_argument("--weights", help="state_dict to load (torch.save(model.state_dict(), ...))")
     fit.add_argument(

@@ -159,15 +159,26 @@ def test_factory_from_a_python_file(corpus, tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(
         "from nmfinterp.classifiers import LogMelCNN\n"
         f"def build():\n    return LogMelCNN(**{KWARGS!r})\n"
+        "def probs(out):\n    return out.softmax(-1)\n"
     )
     monkeypatch.chdir(tmp_path)
     model = tmp_path / "m.joblib"
     rc = main(
         ["fit", str(root / "clips"), "--classifier", "my_models.py:build",
-         "--weights", str(root / "weights.pt"), "-o", str(model), *FAST]
+         "--weights", str(root / "weights.pt"), "-o", str(model), *FAST,
+         "--classifier-output", "my_models:probs", "--output-type", "probabilities"]
     )  # fmt: skip
     assert rc == 0
     assert json.loads(model.with_suffix(".json").read_text())["python_path"] == [str(tmp_path)]
+    interp = joblib.load(model)[-1]
+    assert interp.classifier_output.__name__ == "probs" and interp.output_type_ == "probabilities"
+    # the model refers to my_models: explain finds it from the saved python_path, elsewhere too
+    monkeypatch.chdir(root)
+    monkeypatch.delitem(sys.modules, "my_models")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    assert (
+        main(["explain", str(model), str(root / "clips" / "bird"), "-o", str(tmp_path / "o")]) == 0
+    )
 
 
 @pytest.mark.parametrize(
