@@ -3,6 +3,7 @@
 Build offline, warnings as errors: ``python -m sphinx -W -b html docs docs/_build/html``.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -30,3 +31,20 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 html_theme = "alabaster"
 # Nothing is fetched at build time; MathJax is only referenced by the built pages.
+
+
+_BARS = re.compile(r"(?<![\\|])\|([^|\s][^|]*?)\|(?!_)")
+
+
+def _escape_magnitudes(app, what, name, obj, options, lines):
+    """Docstrings write magnitudes as |X|, which reStructuredText reads as a substitution."""
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(("|", "+-", "+=")):  # table rows
+            continue
+        parts = line.split("``")
+        parts[::2] = [_BARS.sub(r"\\|\1\\|", p) for p in parts[::2]]  # outside ``literals``
+        lines[i] = "``".join(parts)
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _escape_magnitudes)

@@ -162,7 +162,7 @@ def plot_explanation(
     """One clip's explanation: input, mask and explanation spectrograms, and the relevance bars.
 
     The three spectrograms share their axes (time in seconds, frequency in Hz): the input's
-    log-magnitude log(1 + |X|), the soft mask M in [0, 1] and the explanation's log-magnitude,
+    log-magnitude ``log(1 + |X|)``, the soft mask M in [0, 1] and the explanation's log-magnitude,
     both magnitudes on the input's colour scale. The fourth axes holds :func:`plot_relevance`.
 
     Parameters
