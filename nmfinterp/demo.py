@@ -146,19 +146,23 @@ def run_demo(
     sr: int = 16000,
     random_state: int = 0,
     verbose: int = 1,
+    n_per_class: int = 40,
 ) -> dict:
     """Run the whole demo and return its figures.
 
     Writes to ``out``: ``clean/`` and ``mixtures/`` WAVs, ``report.json`` / ``report.md`` (the
     figures) and ``report.html``, a self-contained page to listen to the first ``n_examples``
-    explanations (see :func:`nmfinterp.report.write_report`).
+    explanations (see :func:`nmfinterp.report.write_report`). ``n_per_class`` sets the number of
+    synthetic clips per class when ``data`` is None (a fifth of them are the test clips).
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = print if verbose else (lambda *a, **k: None)
     t0 = time.perf_counter()
     if data is None:
-        ds = make_synthetic_sounds(n_per_class=40, sr=sr, duration=2.0, random_state=random_state)
+        ds = make_synthetic_sounds(
+            n_per_class=n_per_class, sr=sr, duration=2.0, random_state=random_state
+        )
         source = "embedded synthetic sounds (4 classes, 2 s)"
         train, test = ds.subset(ds.folds != 5), ds.subset(ds.folds == 5)
         n_components = n_components or 40

@@ -92,7 +92,7 @@ def test_demo_writes_the_html_report(tmp_path):
     out = tmp_path / "demo"
     figures = run_demo(
         out=str(out), n_components=8, epochs=1, classifier_epochs=1, n_examples=2,
-        n_mixtures=2, verbose=0,
+        n_mixtures=2, verbose=0, n_per_class=10,
     )  # fmt: skip
     text = (out / "report.html").read_text()
     assert text.count('<section class="clip"') == 2
