@@ -143,7 +143,8 @@ def read_clip_list(
     if missing:
         raise CLIError(
             f"{len(missing)} of the {len(rows)} clips listed in {str(source)!r} were not found, "
-            f"e.g. {missing[0]!r}; paths are read relative to {', '.join(map(str, roots))} "
+            f"e.g. {missing[0]!r}; paths are read relative to "
+            f"{', '.join(str(r.resolve()) for r in roots)} "
             "(set --audio-root)."
         )
     labels = [row[label_column] for row in rows] if label_column else None
@@ -474,7 +475,7 @@ def _cmd_fit(args) -> int:
         "sr": args.sr,
         "classifier": args.classifier,
         "python_path": sorted(set(python_path)),
-        "clips": str(args.clips),
+        "clips": str(Path(args.clips).resolve()),
         "metrics": metrics,
     }
     _meta_path(out).write_text(json.dumps(meta, indent=2))
@@ -558,7 +559,7 @@ def _cmd_bench(args) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     try:
-        from . import benchmark
+        benchmark = importlib.import_module("nmfinterp.benchmark")
     except ModuleNotFoundError as exc:
         if exc.name != "nmfinterp.benchmark":
             raise
