@@ -157,6 +157,7 @@ def plot_explanation(
     *,
     class_names: Sequence[str] | None = None,
     max_components: int | None = 20,
+    title: str | None = None,
     fig: Figure | None = None,
 ) -> Figure:
     """One clip's explanation: input, mask and explanation spectrograms, and the relevance bars.
@@ -177,6 +178,8 @@ def plot_explanation(
         Names of the classes, for the title.
     max_components : int or None, default=20
         Bars for at most this many components.
+    title : str, optional
+        Figure title; by default the clip's index and the class explained.
     fig : matplotlib Figure, optional
         Cleared and drawn on; a new figure otherwise.
 
@@ -221,20 +224,22 @@ def plot_explanation(
     ]
     rel_ax = fig.add_subplot(grid[3, 0])
     images = []
-    for ax, (title, img, cmap, (lo, hi)) in zip(axes, panels, strict=True):
+    for ax, (label, img, cmap, (lo, hi)) in zip(axes, panels, strict=True):
         images.append(
             ax.imshow(
                 img, origin="lower", aspect="auto", cmap=cmap, vmin=lo, vmax=hi, extent=extent
             )
         )
-        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_title(label, fontsize=9, loc="left")
         ax.set_ylabel("Hz")
     axes[2].set_xlabel("time (s)")
     plot_relevance(explanations, index, ax=rel_ax, max_components=max_components)
     for i in (0, 1):  # colour bars last, so fig.axes[:4] are the four panels
         fig.colorbar(images[i], cax=fig.add_subplot(grid[i, 1]))
     c = int(explanations.classes[index])
-    fig.suptitle(f"clip {index}: explained for {_class_label(c, class_names)}", fontsize=10)
+    if title is None:
+        title = f"clip {index}: explained for {_class_label(c, class_names)}"
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

@@ -220,7 +220,13 @@ def render_report(
         parts.append("</div>")
         if gain != 1.0:
             parts.append(f'<p class="note">Players scaled by {gain:.3g} (peak {peak:.3g} > 1).</p>')
-        fig = plot_explanation(model, explanations, i, class_names=class_names)
+        fig = plot_explanation(
+            model,
+            explanations,
+            i,
+            class_names=class_names,
+            title=f"{names[i]}: explained for {class_names[c]}",
+        )
         parts.append(f'<img alt="spectrograms and relevance" src="{_png_data_uri(fig)}">')
         rows = []
         for k in range(n_classes):

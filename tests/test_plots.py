@@ -42,6 +42,12 @@ def test_explanation_figure_panels(fitted):
     heights = [p.get_height() for p in bars.patches]
     assert len(heights) == 6 and heights == sorted(heights, reverse=True)
     assert f"explained for {['a', 'b', 'c'][ex.classes[1]]}" in fig._suptitle.get_text()
+    assert [a.get_title(loc="left") for a in fig.axes[:3]] == [
+        "input  log(1 + |X|)",
+        "mask M",
+        "explanation  log(1 + |X_in|)",
+    ]
+    assert plot_explanation(pipe, ex, 1, title="dog 7")._suptitle.get_text() == "dog 7"
     # the input panel is the clip itself: explanation + residual
     np.testing.assert_allclose(input_waveform(ex, 1), X[1], atol=1e-5)
 
