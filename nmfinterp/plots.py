@@ -8,6 +8,7 @@ or in a notebook (a returned figure displays itself there).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .explain import Explanations
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from .dictionary import NMFDictionary
+    from .interpreter import InterpreterEstimator
+    from .spectrogram import SpectrogramTransformer
 
 __all__ = [
     "component_patterns",
@@ -32,7 +40,9 @@ def _interpreter(model):
     return _interpreter_of(model)
 
 
-def spectrogram_of(model):
+def spectrogram_of(
+    model: Pipeline | InterpreterEstimator | SpectrogramTransformer,
+) -> SpectrogramTransformer:
     """The fitted :class:`~nmfinterp.SpectrogramTransformer` of a pipeline or interpreter.
 
     A fitted ``SpectrogramTransformer`` is returned as it is.
@@ -44,7 +54,9 @@ def spectrogram_of(model):
     return _interpreter(model).spectrogram_
 
 
-def component_patterns(model) -> np.ndarray:
+def component_patterns(
+    model: Pipeline | InterpreterEstimator | NMFDictionary | np.ndarray,
+) -> np.ndarray:
     """The dictionary W ``(F, K)`` of a fitted pipeline, interpreter or ``NMFDictionary``.
 
     A 2-D array is checked (non-negative, finite) and returned as float64.
@@ -151,7 +163,7 @@ def plot_relevance(
 
 
 def plot_explanation(
-    model,
+    model: Pipeline | InterpreterEstimator | SpectrogramTransformer,
     explanations: Explanations,
     index: int = 0,
     *,
@@ -244,7 +256,7 @@ def plot_explanation(
 
 
 def plot_dictionary(
-    model,
+    model: Pipeline | InterpreterEstimator | NMFDictionary | np.ndarray,
     components: Sequence[int] | None = None,
     *,
     sr: int | None = None,

@@ -16,6 +16,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +25,11 @@ from tqdm.auto import tqdm
 
 from .explain import Explanations, explain, masked_spectrum, soft_mask
 from .plots import component_patterns, input_waveform, plot_dictionary, plot_explanation
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from .interpreter import InterpreterEstimator
 
 __all__ = ["component_audio", "render_report", "wav_data_uri", "write_report"]
 
@@ -63,7 +69,9 @@ def _png_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def component_audio(model, explanations: Explanations, index: int, component: int) -> np.ndarray:
+def component_audio(
+    model: Pipeline | InterpreterEstimator, explanations: Explanations, index: int, component: int
+) -> np.ndarray:
     """The audio of one component alone for one clip: mask w_k h_kᵀ / (W H + ε) on the input.
 
     The mask is applied the way the explanation's was (``explanations.settings["mask_domain"]``)
@@ -147,7 +155,7 @@ def _audio(label: str, waveform, sr: int) -> str:
 
 
 def render_report(
-    model,
+    model: Pipeline | InterpreterEstimator,
     explanations: Explanations,
     *,
     names: Sequence[str] | None = None,
@@ -269,7 +277,7 @@ def render_report(
 
 
 def write_report(
-    model,
+    model: Pipeline | InterpreterEstimator,
     X=None,
     path: str | Path = "report.html",
     *,
