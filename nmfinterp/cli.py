@@ -616,7 +616,14 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``nmfinterp`` (one subcommand per task)."""
+    """The argument parser of ``nmfinterp`` (one subcommand per task).
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["explain", "model.joblib", "clips/", "-o", "out", "--top-k", "5"])
+    >>> args.command, args.inputs, args.top_k, args.threshold
+    ('explain', ['clips/'], 5, 0.0)
+    """
     parser = argparse.ArgumentParser(
         prog="nmfinterp",
         description="Listenable explanations of audio classifiers (NMF, Listen to Interpret).",

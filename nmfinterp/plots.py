@@ -46,6 +46,12 @@ def spectrogram_of(
     """The fitted :class:`~nmfinterp.SpectrogramTransformer` of a pipeline or interpreter.
 
     A fitted ``SpectrogramTransformer`` is returned as it is.
+
+    Examples
+    --------
+    >>> pipe, X = _toy_pipeline()
+    >>> spectrogram_of(pipe) is pipe[-1].spectrogram_, spectrogram_of(pipe).n_fft
+    (True, 256)
     """
     from .spectrogram import SpectrogramTransformer
 
@@ -83,7 +89,15 @@ def component_patterns(
 
 
 def input_waveform(explanations: Explanations, index: int) -> np.ndarray:
-    """The clip that was explained: explanation + residual (the residual is input − explanation)."""
+    """The clip that was explained: explanation + residual (the residual is input − explanation).
+
+    Examples
+    --------
+    >>> ex = _toy_explanations()
+    >>> ex.waveforms[0, :2] = [0.25, 0.5]; ex.residuals[0, :2] = [0.5, 0.25]
+    >>> input_waveform(ex, 0)[:3].tolist()
+    [0.75, 0.75, 0.0]
+    """
     _check_index(explanations, index)
     return np.asarray(explanations.waveforms[index], dtype=np.float32) + np.asarray(
         explanations.residuals[index], dtype=np.float32

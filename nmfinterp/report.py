@@ -165,7 +165,16 @@ def render_report(
     title: str = "nmfinterp explanations",
     verbose: int = 0,
 ) -> str:
-    """The HTML text of the report (see :func:`write_report` for the parameters)."""
+    """The HTML text of the report (see :func:`write_report` for the parameters).
+
+    Examples
+    --------
+    >>> from nmfinterp.plots import _toy_pipeline
+    >>> pipe, X = _toy_pipeline()
+    >>> page = render_report(pipe, explain(pipe, X[:1]), names=["my clip"])
+    >>> page.startswith("<!DOCTYPE html>"), "my clip: explained for class" in page
+    (True, True)
+    """
     from .explain import _interpreter_of
 
     if not isinstance(explanations, Explanations):
