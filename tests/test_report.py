@@ -100,3 +100,14 @@ def test_demo_writes_the_html_report(tmp_path):
     for name in figures["classes"]:
         assert name in text
     assert (out / "report.json").is_file() and len(list((out / "clean").glob("*.wav"))) == 6
+
+
+def test_progress_bars_are_silent_by_default(fitted, capsys, tmp_path):
+    pipe, X, ex = fitted
+    explain(pipe, X[:2])
+    write_report(pipe, explanations=ex, path=tmp_path / "a.html")
+    assert capsys.readouterr().err == ""
+    explain(pipe, X[:2], verbose=1)
+    write_report(pipe, explanations=ex, path=tmp_path / "b.html", verbose=1)
+    err = capsys.readouterr().err
+    assert "explaining" in err and "2/2" in err and "report" in err
