@@ -488,10 +488,10 @@ def _cmd_fit(args) -> int:
 
 
 def _explain_inputs(args):
+    model, meta = _load_model(args.model)  # first: a wrong path fails before torch is imported
     from .explain import _interpreter_of
     from .explain import explain as explain_fn
 
-    model, meta = _load_model(args.model)
     interp = _interpreter_of(model)
     sr = interp.spectrogram_.sr
     paths = find_audio(args.inputs)
