@@ -569,7 +569,10 @@ def _cmd_bench(args) -> int:
             file=sys.stderr,
         )
         return EXIT_UNEXPECTED
-    rc = benchmark.main(argv)
+    try:
+        rc = benchmark.main(argv)
+    except SystemExit as exc:  # the benchmark's own argparse: --help (0) or a usage error (2)
+        rc = exc.code if isinstance(exc.code, int) or exc.code is None else 1
     return int(rc or 0)
 
 
@@ -745,8 +748,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="run the benchmark (arguments go to nmfinterp.benchmark)",
-        description="Runs nmfinterp.benchmark.main(ARGS). 'nmfinterp bench -- --help' shows the "
-        "benchmark's own options.",
+        description="Runs nmfinterp.benchmark.main(ARGS): every argument after 'bench', --help "
+        "included, goes to the benchmark.",
         epilog="Exit codes: those of the benchmark; 1 if it is not installed.",
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
@@ -762,11 +765,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["explain", "no_such_model.joblib", "x.wav", "-o", "out"])
     2
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
-        return int(exc.code or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after it, --help included, is the benchmark's
+        args = argparse.Namespace(command="bench", args=argv[1:], func=_cmd_bench)
+    else:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+            return int(exc.code or 0)
     try:
         return int(args.func(args))
     except CLIError as exc:

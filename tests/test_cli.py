@@ -221,7 +221,7 @@ def test_user_mistakes_exit_2_with_one_line_and_no_traceback(
 
 
 def test_help_everywhere_and_usage_errors(capsys):
-    for cmd in ([], ["fit"], ["explain"], ["report"], ["bench"]):
+    for cmd in ([], ["fit"], ["explain"], ["report"]):
         assert main([*cmd, "--help"]) == 0
         assert "usage: nmfinterp" in capsys.readouterr().out
     assert main([]) == 2  # no command
@@ -241,6 +241,13 @@ def test_bench_forwards_its_arguments(monkeypatch):
     monkeypatch.setitem(sys.modules, "nmfinterp.benchmark", types.SimpleNamespace(main=fake_main))
     assert main(["bench", "--", "--folds", "1", "-q"]) == 3
     assert seen["argv"] == ["--folds", "1", "-q"]
+    assert main(["bench", "--help"]) == 3 and seen["argv"] == ["--help"]  # the benchmark's help
+
+    def exits(argv):
+        raise SystemExit(0)  # what argparse does on --help
+
+    monkeypatch.setitem(sys.modules, "nmfinterp.benchmark", types.SimpleNamespace(main=exits))
+    assert main(["bench", "--help"]) == 0
 
 
 def test_bench_without_the_benchmark_module_says_so(monkeypatch, capsys):

@@ -36,7 +36,7 @@ def test_sphinx_builds_without_warnings(tmp_path):
     assert "Examples" in api
     index = (tmp_path / "html" / "index.html").read_text()
     for page in ("getting-started", "howto-multilabel", "howto-grid-search", "howto-silero",
-                 "howto-many-machines", "api", "cli", "method", "benchmarks"):  # fmt: skip
+                 "howto-many-machines", "api", "cli", "method", "evaluation", "benchmarks"):  # fmt: skip
         assert f'href="{page}.html"' in index, page
 
 
