@@ -654,6 +654,11 @@ def _load_others(folder: str, sr: int, length: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    """Run the benchmark (see the module docstring for the protocol); returns the exit code.
+
+    ``argv`` are command-line arguments (``--help`` lists them); the raw results are written to
+    ``<out>/esc10.json`` (``esc10_quick.json`` with ``--quick``, ``<name>.json`` with ``--name``).
+    """
     p = argparse.ArgumentParser(
         prog="nmfinterp bench",
         description=__doc__,
