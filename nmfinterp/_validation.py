@@ -7,6 +7,7 @@ Waveforms come in as int PCM or float, one clip (1-D), a batch of equal-length c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -203,3 +204,37 @@ def check_outputs(
     if not np.isfinite(y).all():
         raise ValueError(f"{name} contains NaN or infinite values; expected finite scores.")
     return y
+
+
+def memory_limit() -> int:
+    """Bytes of physical memory on this machine (what one allocation may take at most)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return 2**63
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_allocation(nbytes: float, what: str, hint: str) -> None:
+    """Refuse, before allocating, an array larger than this machine's memory.
+
+    Examples
+    --------
+    >>> check_allocation(1e18, "the spectrograms", "Pass fewer clips at a time.")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    MemoryError: the spectrograms would take 888.2 PiB, more than this machine's ...
+    """
+    limit = memory_limit()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{what} would take {_size(nbytes)}, more than this machine's {_size(limit)} of "
+            f"memory; nothing was allocated. {hint}"
+        )

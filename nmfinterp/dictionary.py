@@ -69,10 +69,10 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
     -----
     Input is either the :class:`~nmfinterp.features.AudioFeatures` a
     :class:`~nmfinterp.SpectrogramTransformer` makes (rows = clips, fitted on all their frames) or a
-    plain non-negative array whose rows are spectra (like ``NMF``). ``transform`` returns the
-    activations: for ``AudioFeatures`` it appends them as the block ``"activations"`` (K x T per clip)
-    and attaches the dictionary, so that the interpreter downstream finds W; for a plain array it
-    returns Hᵀ (rows x K), like ``NMF.transform``.
+    plain non-negative array whose rows are spectra (like ``NMF``). For a plain array ``transform``
+    returns Hᵀ (rows x K), like ``NMF.transform``. For ``AudioFeatures`` it attaches the dictionary,
+    so that the interpreter downstream finds W, and solves no activations (the interpreter does not
+    use them); ``X.block("activations")`` or :meth:`clip_activations` solve them on demand.
 
     Examples
     --------
@@ -250,13 +250,35 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         return Ht
 
     def transform(self, X):
-        """Activations of the dictionary for each clip (see Notes for the two input forms)."""
+        """Activations of the dictionary (plain arrays), or the clips with the dictionary attached.
+
+        For a plain array of spectra, NMF's activations Hᵀ ``(rows, K)``, like ``NMF.transform``.
+        For :class:`~nmfinterp.features.AudioFeatures` (the pipeline path), the same features with
+        this dictionary attached and no activations solved: the interpreter learns its own H and
+        never reads NMF's, so solving them for every clip in each ``fit``/``predict`` would be
+        wasted. They are solved on demand by ``X.block("activations")`` or
+        :meth:`clip_activations`.
+        """
+        check_is_fitted(self)
+        if is_audio_features(X):
+            self._frames(X[:1], reset=False)  # checks the frequency bins only
+            out = X.view(AudioFeatures)
+            out.blocks = {k: v for k, v in X.blocks.items() if k != "activations"}
+            out.spectrogram, out.dictionary = X.spectrogram, self
+            return out
+        frames, _ = self._frames(X, reset=False)
+        return self._activations(self._floor(frames))
+
+    def clip_activations(self, X) -> np.ndarray:
+        """NMF's activations of each clip of ``X`` (AudioFeatures), ``(n_clips, K, T)``."""
         check_is_fitted(self)
         frames, n_clips = self._frames(X, reset=False)
-        Ht = self._activations(self._floor(frames))
         if n_clips is None:
-            return Ht
-        return X.with_block("activations", from_frames(Ht, n_clips), dictionary=self)
+            raise ValueError(
+                "clip_activations needs the AudioFeatures made by SpectrogramTransformer; for "
+                "plain rows of spectra use transform."
+            )
+        return from_frames(self._activations(self._floor(frames)), n_clips).astype(np.float32)
 
     def inverse_transform(self, X):
         """Spectra back from activations: W·H (plain arrays: rows of Hᵀ -> rows of spectra)."""

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_waveforms
+from ._validation import check_allocation, check_waveforms
 from .features import AudioFeatures, is_audio_features
 
 
@@ -202,6 +202,12 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         """Log-spectrograms of the clips, flattened, followed by the waveforms (see Notes)."""
         check_is_fitted(self)
         X = check_waveforms(X, min_samples=1, allow_ragged=True)
+        # the spectrograms, the complex STFT they come from and the waveforms, float32
+        check_allocation(
+            len(X) * (3 * self.n_freqs_ * self.n_frames_ + 2 * self.n_samples_) * 4,
+            f"the spectrograms of {len(X)} clips of {self.n_samples_} samples",
+            "Transform fewer clips at a time, or set n_samples to the clip length you need.",
+        )
         if not isinstance(X, list) and X.shape[1] == self.n_samples_:
             waves = X
         else:
