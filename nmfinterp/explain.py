@@ -163,9 +163,19 @@ def explain_clips(
     threshold: float = 0.0,
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
+    batch_size: int | None = None,
+    sr: int | None = None,
 ) -> Explanations:
     """Explain clips with a fitted :class:`~nmfinterp.InterpreterEstimator` (see :func:`explain`)."""
     spec, dico = interpreter.spectrogram_, interpreter.dictionary_
+    if sr is not None and sr != spec.sr:
+        raise ValueError(
+            f"the clips are at {sr} Hz but the pipeline was fitted at {spec.sr} Hz; resample them "
+            f"first: librosa.resample(x, orig_sr={sr}, target_sr={spec.sr})."
+        )
+    batch_size = interpreter.batch_size if batch_size is None else batch_size
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer or None.")
     if top_k is not None and (not isinstance(top_k, int | np.integer) or top_k < 1):
         raise ValueError(f"top_k={top_k!r}; expected a positive integer or None (all components).")
     if mask_domain not in ("linear", "log"):
@@ -206,8 +216,8 @@ def explain_clips(
         k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")
     }
     for length, idx_all in groups.items():
-        for start in range(0, len(idx_all), interpreter.batch_size):
-            idx = idx_all[start : start + interpreter.batch_size]
+        for start in range(0, len(idx_all), batch_size):
+            idx = idx_all[start : start + batch_size]
             x = torch.as_tensor(np.stack([clips[i] for i in idx]))
             S = spec.stft(x)
             feats, scores = interpreter._extract(x.numpy())
@@ -267,6 +277,8 @@ def explain(
     threshold: float = 0.0,
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
+    batch_size: int | None = None,
+    sr: int | None = None,
 ):
     """Listenable explanations of the classifier's decisions on clips ``X``.
 
@@ -293,6 +305,11 @@ def explain(
     relevance_mode : {"centered", "raw"}, default="centered"
         "raw" is L2I's r_k; "centered" measures θ against the average class (see :func:`relevance`);
         multi-label interpreters always use "raw".
+    batch_size : int or None, default=None
+        Clips explained together (the classifier, the interpreter and the STFT run on one batch at
+        a time); ``None``: the interpreter's ``batch_size``.
+    sr : int or None, default=None
+        The clips' sample rate, when known: checked against the pipeline's (no silent resampling).
 
     Returns
     -------
@@ -307,6 +324,8 @@ def explain(
         threshold=threshold,
         mask_domain=mask_domain,
         relevance_mode=relevance_mode,
+        batch_size=batch_size,
+        sr=sr,
     )
 
 

@@ -110,7 +110,8 @@ def run_with_hooks(
         out = classifier(inputs)
     except Exception as exc:
         raise RuntimeError(
-            f"the classifier raised {type(exc).__name__} on a batch of shape {tuple(waveforms.shape)}: {exc}. "
+            f"the classifier ({type(classifier).__name__}, read at layers {list(layers)}) raised "
+            f"{type(exc).__name__} on a batch of shape {tuple(waveforms.shape)}: {exc}. "
             "Check classifier_input: it must turn waveforms (batch, n_samples) into what the classifier takes."
         ) from exc
     finally:

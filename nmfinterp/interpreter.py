@@ -446,7 +446,11 @@ class InterpreterEstimator(BaseEstimator):
         """Hidden features (list of (n, C, t) CPU tensors) and the classifier's scores, in batches."""
         parts, scores = None, []
         for _, h, s in self._batches(waveforms, desc=desc):
-            parts = [[t] for t in h] if parts is None else [p + [t] for p, t in zip(parts, h)]  # noqa: B905
+            parts = (
+                [[t] for t in h]
+                if parts is None
+                else [p + [t] for p, t in zip(parts, h, strict=True)]
+            )
             scores.append(s)
         return [torch.cat(p) for p in parts], torch.cat(scores)
 
@@ -471,8 +475,10 @@ class InterpreterEstimator(BaseEstimator):
                 scores.append(s)
                 if self.feature_cache == "memory":
                     parts = (
-                        [[t] for t in h] if parts is None else [p + [t] for p, t in zip(parts, h)]
-                    )  # noqa: B905
+                        [[t] for t in h]
+                        if parts is None
+                        else [p + [t] for p, t in zip(parts, h, strict=True)]
+                    )
                 elif self.feature_cache == "disk":
                     store.write(h)
         except BaseException:
@@ -660,7 +666,7 @@ class InterpreterEstimator(BaseEstimator):
                 loss = loss + self.faithfulness * faith.to(loss.device)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"the interpreter's loss became {float(loss)} in epoch {len(self.history_) + 1} "
+                        f"the interpreter's loss became {float(loss.detach())} in epoch {len(self.history_) + 1} "
                         f"(reconstruction {float(rec):.4g}, sparsity {float(spa):.4g}, fidelity "
                         f"{float(fid):.4g}, faithfulness {float(faith):.4g}); the interpreter keeps "
                         "its state after the last completed epoch. Lower lr, or check the classifier "
