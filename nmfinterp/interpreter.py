@@ -22,6 +22,7 @@ from ._validation import check_allocation, check_outputs, check_waveforms
 from .dictionary import NMFDictionary
 from .features import is_audio_features
 from .hooks import classifier_device, frozen, resolve_layers, run_with_hooks
+from .parallel import limit_threads_in_workers
 from .spectrogram import SpectrogramTransformer, log_magnitude
 
 
@@ -504,6 +505,9 @@ class InterpreterEstimator(BaseEstimator):
     def fit(self, X, y):
         """Train Ψ and Θ to mimic ``y``, the classifier's outputs on the clips ``X``.
 
+        Inside a Dask worker or a joblib worker process torch uses
+        :func:`nmfinterp.parallel.worker_torch_threads` threads (1 unless configured).
+
         Parameters
         ----------
         X : AudioFeatures or array (n_clips, n_samples)
@@ -511,6 +515,10 @@ class InterpreterEstimator(BaseEstimator):
         y : array (n_clips, n_classes) or (n_clips,)
             The classifier's outputs (logits or probabilities) on those clips, or its predicted labels.
         """
+        with limit_threads_in_workers():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         self._validate_params()
         if self.classifier is None:
             raise ValueError(
@@ -734,6 +742,10 @@ class InterpreterEstimator(BaseEstimator):
     # ------------------------------------------------------------------ predict
     def _forward(self, X, *, keep=False):
         """Run the classifier's hidden layers and the interpreter on features or raw waveforms."""
+        with limit_threads_in_workers():
+            return self._forward_batches(X, keep)
+
+    def _forward_batches(self, X, keep):
         check_is_fitted(self, "module_")
         if not is_audio_features(X):
             X = check_waveforms(X, min_samples=1)
