@@ -30,7 +30,7 @@ def relevance(
     on ESC-10 it selects more faithful explanations (``benchmarks/results``). Use it for single-label
     classifiers; ``centered=False`` is L2I's definition.
 
-    When no component speaks for the class (max <= 0), the contributions are scaled by their largest
+    When no component speaks for the class (max <= 0, or below 1e-6 of the largest magnitude), the contributions are scaled by their largest
     magnitude instead, so every r_k <= 0 and nothing is selected by a positive threshold.
 
     Examples
@@ -45,7 +45,10 @@ def relevance(
         theta = theta - theta.mean(dim=0, keepdim=True)
     contrib = z * theta[classes]
     top = contrib.amax(dim=1, keepdim=True)
-    scale = torch.where(top > 0, top, contrib.abs().amax(dim=1, keepdim=True).clamp_min(_EPS))
+    largest = contrib.abs().amax(dim=1, keepdim=True)
+    # a top contribution negligible next to the largest one speaks for nothing (and dividing by a
+    # subnormal one would overflow to -inf)
+    scale = torch.where(top > 1e-6 * largest, top, largest.clamp_min(_EPS))
     return contrib / scale
 
 
@@ -215,7 +218,7 @@ def explain_clips(
     out: dict[str, list] = {
         k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")
     }
-    for length, idx_all in groups.items():
+    for idx_all in groups.values():
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start : start + batch_size]
             x = torch.as_tensor(np.stack([clips[i] for i in idx]))
@@ -233,7 +236,7 @@ def explain_clips(
                 r = relevance(z, theta, cls, centered)
                 keep = select_components(r, top_k, threshold)
                 M = soft_mask(W, H, keep.float())
-                wave = spec.istft(masked_spectrum(S, M, mask_domain), length)
+                wave = spec.apply_mask(x, M, mask_domain)
             for j, i in enumerate(idx):
                 order = torch.argsort(r[j], descending=True)
                 out["wave"][i] = wave[j].astype(np.float32)
