@@ -164,3 +164,18 @@ def test_trained_on_another_device_explains_on_cpu(setup, fitted, tmp_path):
     if not torch.cuda.is_available():  # prediction falls back to the CPU here
         np.testing.assert_array_equal(loaded.predict_proba(Xt), fitted.predict_proba(Xt))
     _same_explanations(fitted, loaded, Xt)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+def test_trained_on_gpu_saves_and_explains_on_cpu(setup, fitted, tmp_path):
+    clf, X, y, Xt = setup
+    gpu_clf = LogMelCNN(4, sr=SR, n_fft=256, hop_length=128, n_mels=32, channels=(4, 8))
+    gpu_clf.load_state_dict(clf.state_dict())
+    pipe = small_pipe(gpu_clf.cuda(), device="cuda").fit(X, y)
+    assert next(pipe[-1].module_.parameters()).device.type == "cpu"
+    path = save(pipe, tmp_path / "gpu.safetensors")
+    on_cpu = load(path, classifier=clf)  # same weights, on the CPU
+    ex_gpu, ex_cpu = explain(pipe, Xt, threshold=-1.0), explain(on_cpu, Xt, threshold=-1.0)
+    np.testing.assert_allclose(np.asarray(ex_cpu), np.asarray(ex_gpu), atol=1e-3)
+    joblib.dump(pipe[-1].set_params(classifier=clf), tmp_path / "p.joblib")
+    assert np.asarray(explain(joblib.load(tmp_path / "p.joblib"), Xt)).shape == Xt.shape

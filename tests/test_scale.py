@@ -175,3 +175,18 @@ def test_partial_fit_chunks_and_minibatch_fit_in_a_pipeline(setup, corpus):
     pipe.set_params(nmfdictionary__batch_size=64).fit(X, y)
     assert pipe[1].dictionary_.shape[1] == 6
     assert np.asarray(explain(pipe, Xt)).shape == Xt.shape
+
+
+def test_a_streamed_dictionary_is_used_frozen_in_a_pipeline(setup):
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import make_pipeline
+
+    clf, X, y, Xt = setup
+    d = fit_streaming(
+        NMFDictionary(n_components=5, batch_size=64, random_state=0), [X[:10], X[10:]], _spec()
+    )
+    W = d.dictionary_.copy()
+    parts = small_pipe(clf, epochs=1)
+    pipe = make_pipeline(parts[0], FrozenEstimator(d), parts[2]).fit(X, y)
+    assert pipe[-1].dictionary_ is d and np.array_equal(d.dictionary_, W)  # not learned again
+    assert np.asarray(explain(pipe, Xt)).shape == Xt.shape
