@@ -515,8 +515,15 @@ class InterpreterEstimator(BaseEstimator):
         y : array (n_clips, n_classes) or (n_clips,)
             The classifier's outputs (logits or probabilities) on those clips, or its predicted labels.
         """
+        saved = dict(self.__dict__) if self.warm_start and hasattr(self, "module_") else None
         with limit_threads_in_workers():
-            return self._fit(X, y)
+            try:
+                return self._fit(X, y)
+            except ValueError:
+                if saved is not None:  # refused input: the fitted interpreter stays as it was
+                    self.__dict__.clear()
+                    self.__dict__.update(saved)
+                raise
 
     def _fit(self, X, y):
         self._validate_params()
@@ -549,13 +556,19 @@ class InterpreterEstimator(BaseEstimator):
                 "faithfulness > 0 is implemented for single-label classifiers; use multilabel=False."
             )
         store, scores, stats = self._feature_store(waves)
+        try:
+            return self._fit_from_store(store, scores, stats, V, waves, W, probs, previous)
+        finally:
+            store.close()
+
+    def _fit_from_store(self, store, scores, stats, V, waves, W, probs, previous):
+        n_classes = probs.shape[1]
         self.classifier_output_type_ = (
             _infer_output_type(scores.numpy(), self.multilabel)
             if self.output_type == "auto"
             else self.output_type
         )
         if self.faithfulness > 0 and scores.shape[1] != n_classes:
-            store.close()
             raise ValueError(
                 f"classifier_outputs has {n_classes} columns but the classifier gives {scores.shape[1]} "
                 "scores per clip; the faithfulness term compares the two. Pass the classifier's own "
@@ -581,7 +594,6 @@ class InterpreterEstimator(BaseEstimator):
             self.module_ = self._train(net, store, torch.as_tensor(V), W, probs, gen)
         finally:
             del self._waves
-            store.close()
         return self
 
     def _warm_state(self):

@@ -240,9 +240,14 @@ def test_keyboard_interrupt_keeps_the_last_completed_epoch_and_warm_start_contin
 def test_warm_start_refuses_a_different_shape(setup):
     clf, X, y, _ = setup
     pipe = small_pipe(clf, faithfulness=0.0, epochs=1).fit(X, y)
+    interp = pipe[-1]
+    before = dict(vars(interp))
     pipe.set_params(interpreterestimator__warm_start=True, nmfdictionary__n_components=4)
     with pytest.raises(ValueError, match="warm_start=True continues.*shape changed"):
         pipe.fit(X, y)
+    # nothing the fitted interpreter had is lost
+    assert interp.n_components_ == 6 and interp.module_ is before["module_"]
+    assert interp.dictionary_ is before["dictionary_"] and interp.history_ == before["history_"]
 
 
 def test_nan_loss_stops_with_a_clear_error_and_the_last_good_state(setup, monkeypatch):
