@@ -127,8 +127,8 @@ def test_probabilities_and_logits_train_the_same_interpreter(setup):
     probs = torch.softmax(torch.as_tensor(logits), -1).numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a = small_pipe(clf).fit(X, logits)
-        b = small_pipe(clf).fit(X, probs)
+        a = small_pipe(clf, epochs=2).fit(X, logits)
+        b = small_pipe(clf, epochs=2).fit(X, probs)
     assert a[-1].output_type_ == "logits" and b[-1].output_type_ == "probabilities"
     # the classifier itself gives logits in both cases; its type is inferred from its own scores
     assert a[-1].classifier_output_type_ == b[-1].classifier_output_type_ == "logits"
