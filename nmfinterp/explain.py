@@ -30,8 +30,9 @@ def relevance(
     on ESC-10 it selects more faithful explanations (``benchmarks/results``). Use it for single-label
     classifiers; ``centered=False`` is L2I's definition.
 
-    When no component speaks for the class (max <= 0, or below 1e-6 of the largest magnitude), the contributions are scaled by their largest
-    magnitude instead, so every r_k <= 0 and nothing is selected by a positive threshold.
+    When no component speaks for the class (max <= 0, or below 1e-6 of the largest magnitude), the
+    contributions are scaled by their largest magnitude instead, so nothing gets a relevance near 1
+    and every r_k stays finite.
 
     Examples
     --------
