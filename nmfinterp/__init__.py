@@ -8,6 +8,7 @@ from .dictionary import NMFDictionary
 from .explain import Explanations, explain, write_wavs
 from .features import AudioFeatures
 from .interpreter import InterpreterEstimator
+from .persistence import load, save
 from .spectrogram import SpectrogramTransformer
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "NMFDictionary",
     "SpectrogramTransformer",
     "explain",
+    "load",
+    "save",
     "write_wavs",
 ]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ Waveforms come in as int PCM or float, one clip (1-D), a batch of equal-length c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ def _as_float32(x: np.ndarray, name: str) -> np.ndarray:
 def _check_finite(x: np.ndarray, name: str) -> None:
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1)) if x.ndim > 1 else []
-        where = f" (clips {list(bad[:10])})" if len(bad) else ""
+        where = f" (clips {bad[:10].tolist()})" if len(bad) else ""
         raise ValueError(
             f"{name} contains NaN or infinite samples{where}; audio must be finite. "
             "Replace them (e.g. np.nan_to_num) or drop those clips."
@@ -76,6 +77,10 @@ def check_waveforms(
     """
     if X is None:
         raise ValueError(f"{name} is None; expected waveforms of shape (n_clips, n_samples).")
+    if isinstance(X, Sequence) and not isinstance(X, str | bytes) and len(X) == 0:
+        raise ValueError(
+            f"{name} is an empty list: it holds no clips; expected at least one waveform."
+        )
     if isinstance(X, Sequence) and not isinstance(X, str | bytes) and len(X) > 0:
         clips = [np.asarray(c) for c in X]
         lengths = {c.shape for c in clips}
@@ -134,10 +139,16 @@ def check_waveforms(
         )
     n_samples = x.shape[-1]
     if n_samples < min_samples:
+        channels = (
+            " If this is one multi-channel clip laid out (n_samples, n_channels) as soundfile "
+            "reads it, downmix it first: x.mean(axis=1) (what librosa.load(..., mono=True) does)."
+            if x.ndim == 2 and 1 < n_samples <= 8 and x.shape[0] > 64 * n_samples
+            else ""
+        )
         raise ValueError(
             f"{name} has {n_samples} feature(s) (shape={x.shape}) while a minimum of {min_samples} is "
             f"required: clips of {n_samples} samples are too short (at least {min_samples}, "
-            "about half an analysis window). Pad short clips or use a smaller n_fft."
+            f"about half an analysis window). Pad short clips or use a smaller n_fft.{channels}"
         )
     x = _as_float32(x, name)
     _check_finite(x, name)
@@ -203,3 +214,37 @@ def check_outputs(
     if not np.isfinite(y).all():
         raise ValueError(f"{name} contains NaN or infinite values; expected finite scores.")
     return y
+
+
+def memory_limit() -> int:
+    """Bytes of physical memory on this machine (what one allocation may take at most)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return 2**63
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_allocation(nbytes: float, what: str, hint: str) -> None:
+    """Refuse, before allocating, an array larger than this machine's memory.
+
+    Examples
+    --------
+    >>> check_allocation(1e18, "the spectrograms", "Pass fewer clips at a time.")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    MemoryError: the spectrograms would take 888.2 PiB, more than this machine's ...
+    """
+    limit = memory_limit()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{what} would take {_size(nbytes)}, more than this machine's {_size(limit)} of "
+            f"memory; nothing was allocated. {hint}"
+        )

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_waveforms
-from .explain import masked_spectrum, soft_mask
+from .explain import soft_mask
 from .hooks import classifier_device, frozen, resolve_layers, run_with_hooks
 from .spectrogram import log_magnitude
 
@@ -74,14 +74,14 @@ def apply_masks(spectrogram, X, masks, domain: str = "linear") -> tuple[np.ndarr
     (True, True)
     """
     x = _clips(X, spectrogram)
-    S = spectrogram.stft(x)
+    shape = spectrogram.stft(x[:1]).shape[1:]
     M = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
-    if M.shape != S.shape:
+    if tuple(M.shape) != (len(x), *shape):
         raise ValueError(
-            f"masks have shape {tuple(M.shape)}; expected {tuple(S.shape)} (clips, frequency bins, "
-            "frames) as the spectrogram of X."
+            f"masks have shape {tuple(M.shape)}; expected {(len(x), *shape)} (clips, frequency "
+            "bins, frames) as the spectrogram of X."
         )
-    wave = spectrogram.istft(masked_spectrum(S, M.clamp(0, 1), domain), x.shape[1])
+    wave = np.asarray(spectrogram.apply_mask(x, M.clamp(0, 1), domain))
     return wave.astype(np.float32), (x - wave).astype(np.float32)
 
 

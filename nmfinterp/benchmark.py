@@ -57,7 +57,7 @@ from .baselines import (
 from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
 from .demo import LAYERS, build_pipeline
-from .explain import explain, masked_spectrum
+from .explain import explain
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
 from .metrics import si_sdr as _si_sdr
 
@@ -250,10 +250,8 @@ def score_masks(
     scores["complexity"] = mask_complexity(masks, batch=True)
     scores["mask_mean"] = masks.reshape(len(masks), -1).mean(1)
     if deciding is not None:
-        S_d, S_o = spectrogram.stft(deciding), spectrogram.stft(other)
-        M = torch.as_tensor(masks)
-        part_d = spectrogram.istft(masked_spectrum(S_d, M, domain), x.shape[1])
-        part_o = spectrogram.istft(masked_spectrum(S_o, M, domain), x.shape[1])
+        part_d = np.asarray(spectrogram.apply_mask(deciding, torch.as_tensor(masks), domain))
+        part_o = np.asarray(spectrogram.apply_mask(other, torch.as_tensor(masks), domain))
         scores["si_sdr_deciding"] = np.array(
             [_si_sdr(e, d) for e, d in zip(expl, deciding, strict=True)]
         )

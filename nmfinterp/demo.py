@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_esc_folder, make_mixture, make_synthetic_sounds
 from .dictionary import NMFDictionary
-from .explain import Explanations, explain, masked_spectrum, write_wavs
+from .explain import Explanations, explain, write_wavs
 from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mean_ci, si_sdr
 from .report import write_report
@@ -113,8 +113,7 @@ def evaluate_mixtures(
         )
         mask = torch.as_tensor(ex.masks[j])[None]
         parts = [
-            spec.istft(masked_spectrum(spec.stft(src[None]), mask, domain), len(src))[0]
-            for src in (deciding, other)
+            np.asarray(spec.apply_mask(src[None], mask, domain))[0] for src in (deciding, other)
         ]
         rows.append(
             {

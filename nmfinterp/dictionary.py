@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.decomposition import NMF, non_negative_factorization
+from sklearn.decomposition import NMF, MiniBatchNMF, non_negative_factorization
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
@@ -50,6 +53,10 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         on all clips. Needs ``y`` in ``fit``.
     max_frames : int or None, default=10000
         NMF is fitted on at most this many frames, drawn at random (all when ``None``).
+    batch_size : int or None, default=None
+        Learn W with ``sklearn.decomposition.MiniBatchNMF`` on mini-batches of this many frames
+        (multiplicative updates; ``solver`` is then not used). Needed to learn from a corpus larger
+        than memory with :meth:`partial_fit` or :func:`fit_streaming`; ``None``: batch ``NMF``.
     max_iter, tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
     random_state : int, RandomState or None
     verbose : int, default=0
@@ -69,10 +76,10 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
     -----
     Input is either the :class:`~nmfinterp.features.AudioFeatures` a
     :class:`~nmfinterp.SpectrogramTransformer` makes (rows = clips, fitted on all their frames) or a
-    plain non-negative array whose rows are spectra (like ``NMF``). ``transform`` returns the
-    activations: for ``AudioFeatures`` it appends them as the block ``"activations"`` (K x T per clip)
-    and attaches the dictionary, so that the interpreter downstream finds W; for a plain array it
-    returns Hᵀ (rows x K), like ``NMF.transform``.
+    plain non-negative array whose rows are spectra (like ``NMF``). For a plain array ``transform``
+    returns Hᵀ (rows x K), like ``NMF.transform``. For ``AudioFeatures`` it attaches the dictionary,
+    so that the interpreter downstream finds W, and solves no activations (the interpreter does not
+    use them); ``X.block("activations")`` or :meth:`clip_activations` solve them on demand.
 
     Examples
     --------
@@ -91,6 +98,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         "solver": [StrOptions({"cd", "mu"})],
         "per_class": ["boolean"],
         "max_frames": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "init": [StrOptions({"random", "nndsvd", "nndsvda", "nndsvdar"}), None],
@@ -108,6 +116,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         solver="cd",
         per_class=False,
         max_frames=10000,
+        batch_size=None,
         max_iter=200,
         tol=1e-4,
         init=None,
@@ -121,6 +130,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         self.solver = solver
         self.per_class = per_class
         self.max_frames = max_frames
+        self.batch_size = batch_size
         self.max_iter = max_iter
         self.tol = tol
         self.init = init
@@ -129,7 +139,21 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _nmf(self, n_components: int) -> NMF:
+    def _nmf(self, n_components: int, batch_size: int | None = None) -> NMF | MiniBatchNMF:
+        batch_size = batch_size or self.batch_size
+        if batch_size is not None:
+            return MiniBatchNMF(
+                n_components=n_components,
+                batch_size=batch_size,
+                beta_loss=self.beta_loss,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                init=self.init,
+                alpha_W=self.alpha_W,
+                l1_ratio=self.l1_ratio,
+                random_state=self.random_state,
+                verbose=self.verbose,
+            )
         return NMF(
             n_components=n_components,
             beta_loss=self.beta_loss,
@@ -173,12 +197,24 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Learn W from the frames of the clips (``y``: classifier outputs, used with ``per_class``)."""
         frames, n_clips = self._frames(X, reset=True)
-        if self.solver == "cd" and self.beta_loss not in ("frobenius", 2, 2.0):
+        self._check_solver()
+        if hasattr(self, "_minibatch"):
+            del self._minibatch  # fit starts anew; partial_fit continues
+        rng = check_random_state(self.random_state)
+        frames = self._floor(frames)
+        return self._fit_frames(frames, n_clips, y, rng)
+
+    def _check_solver(self):
+        if (
+            self.batch_size is None
+            and self.solver == "cd"
+            and self.beta_loss not in ("frobenius", 2, 2.0)
+        ):
             raise ValueError(
                 f"beta_loss={self.beta_loss!r} needs solver='mu'; solver='cd' only handles 'frobenius'."
             )
-        rng = check_random_state(self.random_state)
-        frames = self._floor(frames)
+
+    def _fit_frames(self, frames, n_clips, y, rng):
         clip_of_frame = (
             np.repeat(np.arange(n_clips), len(frames) // n_clips)
             if n_clips
@@ -219,22 +255,86 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
             self.n_iter_ = max(self.n_iter_, nmf.n_iter_)
             blocks.append(nmf.components_)
             owners.append(np.full(k, c))
-        Wt = np.vstack(blocks)
-        norms = np.linalg.norm(Wt, axis=1, keepdims=True)
-        # a component that came out all zero (too little data) is kept as a flat spectrum
-        Wt = np.where(norms > 0, Wt / np.where(norms > 0, norms, 1), 1 / np.sqrt(Wt.shape[1]))
-        self.components_ = Wt
-        self.dictionary_ = np.ascontiguousarray(Wt.T)
-        self.class_of_component_ = np.concatenate(owners)
-        self.n_components_ = Wt.shape[0]
+        self._set_components(np.vstack(blocks), np.concatenate(owners))
         sample = (
             frames
             if len(frames) <= 20000
             else frames[rng.choice(len(frames), 20000, replace=False)]
         )
         Ht = self._activations(sample)
-        self.reconstruction_err_ = float(np.linalg.norm(sample - Ht @ Wt))
+        self.reconstruction_err_ = float(np.linalg.norm(sample - Ht @ self.components_))
         return self
+
+    def _set_components(self, Wt, owners):
+        norms = np.linalg.norm(Wt, axis=1, keepdims=True)
+        # a component that came out all zero (too little data) is kept as a flat spectrum
+        Wt = np.where(norms > 0, Wt / np.where(norms > 0, norms, 1), 1 / np.sqrt(Wt.shape[1]))
+        self.components_ = Wt
+        self.dictionary_ = np.ascontiguousarray(Wt.T)
+        self.class_of_component_ = owners
+        self.n_components_ = Wt.shape[0]
+
+    def partial_fit(self, X, y=None):
+        """Update W with the frames of ``X`` (one chunk of a corpus too large for memory).
+
+        Uses ``MiniBatchNMF.partial_fit`` on mini-batches of ``batch_size`` frames (1024 when
+        ``batch_size`` is None), shuffled. Call it on chunk after chunk, over as many passes as
+        needed; :func:`fit_streaming` does that from waveform batches or audio files. ``fit``
+        starts anew. ``reconstruction_err_`` is then the error on the latest chunk (at most 2000
+        of its frames); :meth:`reconstruction_error` measures any data.
+
+        Parameters
+        ----------
+        X : AudioFeatures or array (n_frames, F)
+            Clips from a ``SpectrogramTransformer`` or rows of non-negative spectra.
+        y : ignored
+        """
+        first = not hasattr(self, "_minibatch")
+        if first:
+            self._validate_params()
+            self._check_solver()
+            if self.per_class:
+                raise ValueError(
+                    "per_class=True learns one block per class from all the data at once; "
+                    "partial_fit learns one dictionary from a stream. Use per_class=False."
+                )
+        frames, _ = self._frames(X, reset=first)
+        frames = self._floor(frames)
+        if first:
+            self._minibatch = self._nmf(self.n_components, self.batch_size or 1024)
+            self._rng = check_random_state(self.random_state)
+            self.n_iter_ = 0
+        size = self._minibatch.batch_size
+        order = self._rng.permutation(len(frames))
+        for start in range(0, len(frames), size):
+            chunk = frames[order[start : start + size]]
+            if self.n_iter_ == 0 and len(chunk) < self.n_components:
+                self._minibatch.set_params(init="random")
+            self._minibatch.partial_fit(chunk)
+            self.n_iter_ += 1
+        self._set_components(
+            self._minibatch.components_, np.full(self._minibatch.components_.shape[0], -1)
+        )
+        sample = frames[order[:2000]]
+        self.reconstruction_err_ = float(
+            np.linalg.norm(sample - self._activations(sample) @ self.components_)
+        )
+        return self
+
+    def reconstruction_error(self, X) -> float:
+        """Frobenius error ‖V − W H‖ over all frames of ``X``, with H re-solved for W.
+
+        Examples
+        --------
+        >>> V = np.random.default_rng(0).random((40, 10))
+        >>> d = NMFDictionary(n_components=10, max_iter=500, random_state=0).fit(V)
+        >>> bool(d.reconstruction_error(V) < 0.1 * np.linalg.norm(V))
+        True
+        """
+        check_is_fitted(self)
+        frames, _ = self._frames(X, reset=False)
+        frames = self._floor(frames)
+        return float(np.linalg.norm(frames - self._activations(frames) @ self.components_))
 
     def _activations(self, frames: np.ndarray) -> np.ndarray:
         Ht, _, _ = non_negative_factorization(
@@ -250,13 +350,35 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         return Ht
 
     def transform(self, X):
-        """Activations of the dictionary for each clip (see Notes for the two input forms)."""
+        """Activations of the dictionary (plain arrays), or the clips with the dictionary attached.
+
+        For a plain array of spectra, NMF's activations Hᵀ ``(rows, K)``, like ``NMF.transform``.
+        For :class:`~nmfinterp.features.AudioFeatures` (the pipeline path), the same features with
+        this dictionary attached and no activations solved: the interpreter learns its own H and
+        never reads NMF's, so solving them for every clip in each ``fit``/``predict`` would be
+        wasted. They are solved on demand by ``X.block("activations")`` or
+        :meth:`clip_activations`.
+        """
+        check_is_fitted(self)
+        if is_audio_features(X):
+            self._frames(X[:1], reset=False)  # checks the frequency bins only
+            out = X.view(AudioFeatures)
+            out.blocks = {k: v for k, v in X.blocks.items() if k != "activations"}
+            out.spectrogram, out.dictionary = X.spectrogram, self
+            return out
+        frames, _ = self._frames(X, reset=False)
+        return self._activations(self._floor(frames))
+
+    def clip_activations(self, X) -> np.ndarray:
+        """NMF's activations of each clip of ``X`` (AudioFeatures), ``(n_clips, K, T)``."""
         check_is_fitted(self)
         frames, n_clips = self._frames(X, reset=False)
-        Ht = self._activations(self._floor(frames))
         if n_clips is None:
-            return Ht
-        return X.with_block("activations", from_frames(Ht, n_clips), dictionary=self)
+            raise ValueError(
+                "clip_activations needs the AudioFeatures made by SpectrogramTransformer; for "
+                "plain rows of spectra use transform."
+            )
+        return from_frames(self._activations(self._floor(frames)), n_clips).astype(np.float32)
 
     def inverse_transform(self, X):
         """Spectra back from activations: W·H (plain arrays: rows of Hᵀ -> rows of spectra)."""
@@ -270,3 +392,99 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True
         return tags
+
+
+def _waveform_batches(source, sr: int, files_per_batch: int):
+    from .datasets import load_audio
+
+    if isinstance(source, str | os.PathLike):
+        raise TypeError(
+            f"got one path {os.fspath(source)!r}; expected a list of audio files, an iterable of "
+            "waveform batches, or a function returning one."
+        )
+    if callable(source):
+        source = source()
+    items = iter(source)
+    pending: list = []
+    for item in items:
+        if isinstance(item, str | os.PathLike):
+            pending.append(load_audio(Path(item), sr))
+            if len(pending) == files_per_batch:
+                yield pending
+                pending = []
+        else:
+            yield item
+    if pending:
+        yield pending
+
+
+def fit_streaming(
+    dictionary: NMFDictionary,
+    source: Iterable | Callable[[], Iterable],
+    spectrogram,
+    *,
+    passes: int = 1,
+    files_per_batch: int = 16,
+) -> NMFDictionary:
+    """Learn a dictionary from a corpus larger than memory, one batch of clips at a time.
+
+    Each batch is turned into log-spectrogram frames (each clip at its own length) and given to
+    :meth:`NMFDictionary.partial_fit`; only one batch is in memory at a time.
+
+    Parameters
+    ----------
+    dictionary : NMFDictionary
+        Set ``batch_size`` (frames per mini-batch). Updated in place and returned.
+    source : list of audio file paths, iterable of waveform batches, or a function returning one
+        File paths are read ``files_per_batch`` at a time (mono, resampled to
+        ``spectrogram.sr``, as :func:`nmfinterp.datasets.load_audio` does). A batch of waveforms is
+        a 2-D array ``(n_clips, n_samples)`` or a list of 1-D clips. With ``passes > 1`` pass a list
+        or a function returning a fresh iterable (a generator is used up after one pass).
+    spectrogram : SpectrogramTransformer
+        The STFT settings (the same as in the pipeline). Fitted on the first batch if it is not.
+    passes : int, default=1
+        Passes over the corpus.
+
+    Returns
+    -------
+    NMFDictionary
+
+    Examples
+    --------
+    >>> from nmfinterp import SpectrogramTransformer
+    >>> rng = np.random.default_rng(0)
+    >>> batches = [rng.standard_normal((4, 2000)).astype(np.float32) for _ in range(3)]
+    >>> d = fit_streaming(NMFDictionary(n_components=4, batch_size=64, random_state=0), batches,
+    ...                   SpectrogramTransformer(n_fft=256), passes=2)
+    >>> d.dictionary_.shape
+    (129, 4)
+    """
+    from ._validation import check_waveforms
+    from .spectrogram import log_magnitude
+
+    if not isinstance(passes, Integral) or passes < 1:
+        raise ValueError(f"passes={passes!r}; expected a positive integer.")
+    if passes > 1 and not callable(source) and iter(source) is source:
+        raise ValueError(
+            "passes > 1 needs a source that can be read again: a list, or a function returning a "
+            "fresh iterable; a generator is used up after one pass."
+        )
+    if hasattr(dictionary, "_minibatch"):
+        del dictionary._minibatch
+    seen = False
+    for _ in range(passes):
+        for batch in _waveform_batches(source, spectrogram.sr, files_per_batch):
+            clips = check_waveforms(
+                batch, min_samples=spectrogram.n_fft // 2 + 1, allow_ragged=True, name="batch"
+            )
+            if not hasattr(spectrogram, "hop_length_"):
+                spectrogram.fit(clips)
+            frames = [
+                log_magnitude(spectrogram.stft(c[None]))[0].numpy().T.astype(np.float64)
+                for c in clips
+            ]
+            dictionary.partial_fit(np.concatenate(frames))
+            seen = True
+    if not seen:
+        raise ValueError("the source gave no batch of clips; expected at least one.")
+    return dictionary

@@ -31,8 +31,9 @@ def relevance(
     on ESC-10 it selects more faithful explanations (``benchmarks/results``). Use it for single-label
     classifiers; ``centered=False`` is L2I's definition.
 
-    When no component speaks for the class (max <= 0), the contributions are scaled by their largest
-    magnitude instead, so every r_k <= 0 and nothing is selected by a positive threshold.
+    When no component speaks for the class (max <= 0, or below 1e-6 of the largest magnitude), the
+    contributions are scaled by their largest magnitude instead, so nothing gets a relevance near 1
+    and every r_k stays finite.
 
     Examples
     --------
@@ -46,7 +47,10 @@ def relevance(
         theta = theta - theta.mean(dim=0, keepdim=True)
     contrib = z * theta[classes]
     top = contrib.amax(dim=1, keepdim=True)
-    scale = torch.where(top > 0, top, contrib.abs().amax(dim=1, keepdim=True).clamp_min(_EPS))
+    largest = contrib.abs().amax(dim=1, keepdim=True)
+    # a top contribution negligible next to the largest one speaks for nothing (and dividing by a
+    # subnormal one would overflow to -inf)
+    scale = torch.where(top > 1e-6 * largest, top, largest.clamp_min(_EPS))
     return contrib / scale
 
 
@@ -164,10 +168,20 @@ def explain_clips(
     threshold: float = 0.0,
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
+    batch_size: int | None = None,
+    sr: int | None = None,
     verbose: int = 0,
 ) -> Explanations:
     """Explain clips with a fitted :class:`~nmfinterp.InterpreterEstimator` (see :func:`explain`)."""
     spec, dico = interpreter.spectrogram_, interpreter.dictionary_
+    if sr is not None and sr != spec.sr:
+        raise ValueError(
+            f"the clips are at {sr} Hz but the pipeline was fitted at {spec.sr} Hz; resample them "
+            f"first: librosa.resample(x, orig_sr={sr}, target_sr={spec.sr})."
+        )
+    batch_size = interpreter.batch_size if batch_size is None else batch_size
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer or None.")
     if top_k is not None and (not isinstance(top_k, int | np.integer) or top_k < 1):
         raise ValueError(f"top_k={top_k!r}; expected a positive integer or None (all components).")
     if mask_domain not in ("linear", "log"):
@@ -208,9 +222,9 @@ def explain_clips(
         k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")
     }
     bar = tqdm(total=n, desc="explaining", unit="clip", disable=verbose <= 0)
-    for length, idx_all in groups.items():
-        for start in range(0, len(idx_all), interpreter.batch_size):
-            idx = idx_all[start : start + interpreter.batch_size]
+    for idx_all in groups.values():
+        for start in range(0, len(idx_all), batch_size):
+            idx = idx_all[start : start + batch_size]
             x = torch.as_tensor(np.stack([clips[i] for i in idx]))
             S = spec.stft(x)
             feats, scores = interpreter._extract(x.numpy())
@@ -226,7 +240,7 @@ def explain_clips(
                 r = relevance(z, theta, cls, centered)
                 keep = select_components(r, top_k, threshold)
                 M = soft_mask(W, H, keep.float())
-                wave = spec.istft(masked_spectrum(S, M, mask_domain), length)
+                wave = spec.apply_mask(x, M, mask_domain)
             for j, i in enumerate(idx):
                 order = torch.argsort(r[j], descending=True)
                 out["wave"][i] = wave[j].astype(np.float32)
@@ -272,6 +286,8 @@ def explain(
     threshold: float = 0.0,
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
+    batch_size: int | None = None,
+    sr: int | None = None,
     verbose: int = 0,
 ) -> Explanations:
     """Listenable explanations of the classifier's decisions on clips ``X``.
@@ -299,6 +315,11 @@ def explain(
     relevance_mode : {"centered", "raw"}, default="centered"
         "raw" is L2I's r_k; "centered" measures θ against the average class (see :func:`relevance`);
         multi-label interpreters always use "raw".
+    batch_size : int or None, default=None
+        Clips explained together (the classifier, the interpreter and the STFT run on one batch at
+        a time); ``None``: the interpreter's ``batch_size``.
+    sr : int or None, default=None
+        The clips' sample rate, when known: checked against the pipeline's (no silent resampling).
     verbose : int, default=0
         A progress bar over the clips when > 0.
 
@@ -315,6 +336,8 @@ def explain(
         threshold=threshold,
         mask_domain=mask_domain,
         relevance_mode=relevance_mode,
+        batch_size=batch_size,
+        sr=sr,
         verbose=verbose,
     )
 

@@ -18,6 +18,9 @@ class AudioFeatures(np.ndarray):
     """2-D float32 array of clips whose columns are named blocks, plus the fitted steps that made them.
 
     Columns are ``[log-spectrogram (F*T) | waveform (n_samples) | activations (K*T), if any]``.
+    In a pipeline :class:`~nmfinterp.NMFDictionary` only attaches itself (``dictionary``): NMF's own
+    activations are not stored, the interpreter never reads them. ``block("activations")`` solves
+    them on demand (the dictionary's ``clip_activations``) when the block is absent.
 
     Attributes
     ----------
@@ -50,7 +53,12 @@ class AudioFeatures(np.ndarray):
         super().__setstate__(nd_state)
 
     def block(self, name: str) -> np.ndarray:
-        """Return one block as a plain array of shape ``(n_clips, *shape)``."""
+        """Return one block as a plain array of shape ``(n_clips, *shape)``.
+
+        ``"activations"`` absent but a dictionary attached: NMF's activations are solved now.
+        """
+        if name == "activations" and name not in self.blocks and self.dictionary is not None:
+            return self.dictionary.clip_activations(self)
         if name not in self.blocks:
             raise KeyError(
                 f"these features have no {name!r} block; they have {sorted(self.blocks)}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
@@ -47,15 +49,31 @@ def resolve_layers(classifier: nn.Module, layers: Sequence[str] | str | None) ->
     return layers
 
 
+_FROZEN_LOCK = threading.Lock()
+_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> [users, mode]
+
+
 @contextmanager
 def frozen(classifier: nn.Module):
-    """Eval mode for the duration, then the classifier's own mode again; parameters untouched."""
-    was_training = classifier.training
-    classifier.eval()
+    """Eval mode for the duration, then the classifier's own mode again; parameters untouched.
+
+    Safe when several threads share one classifier (joblib's threading or Dask's thread
+    workers): the first to enter switches it to eval mode, the last to leave restores its mode.
+    """
+    with _FROZEN_LOCK:
+        entry = _FROZEN.get(classifier)
+        if entry is None:
+            entry = _FROZEN[classifier] = [0, classifier.training]
+            classifier.eval()
+        entry[0] += 1
     try:
         yield classifier
     finally:
-        classifier.train(was_training)
+        with _FROZEN_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _FROZEN[classifier]
+                classifier.train(entry[1])
 
 
 def as_time_series(t: torch.Tensor) -> torch.Tensor:
@@ -99,10 +117,16 @@ def run_with_hooks(
     """
     modules = dict(classifier.named_modules())
     captured: dict[str, torch.Tensor] = {}
+    me = (
+        threading.get_ident()
+    )  # another thread's forward pass through a shared classifier is not ours
+
+    def hook(module, inputs, output, name):
+        if threading.get_ident() == me:
+            captured[name] = _first_tensor(output)
+
     handles = [
-        modules[name].register_forward_hook(
-            lambda m, i, o, name=name: captured.__setitem__(name, _first_tensor(o))
-        )
+        modules[name].register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
         for name in layers
     ]
     try:
@@ -110,7 +134,8 @@ def run_with_hooks(
         out = classifier(inputs)
     except Exception as exc:
         raise RuntimeError(
-            f"the classifier raised {type(exc).__name__} on a batch of shape {tuple(waveforms.shape)}: {exc}. "
+            f"the classifier ({type(classifier).__name__}, read at layers {list(layers)}) raised "
+            f"{type(exc).__name__} on a batch of shape {tuple(waveforms.shape)}: {exc}. "
             "Check classifier_input: it must turn waveforms (batch, n_samples) into what the classifier takes."
         ) from exc
     finally:

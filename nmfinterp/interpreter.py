@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,10 +18,11 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import check_outputs, check_waveforms
+from ._validation import check_allocation, check_outputs, check_waveforms
 from .dictionary import NMFDictionary
 from .features import is_audio_features
 from .hooks import classifier_device, frozen, resolve_layers, run_with_hooks
+from .parallel import limit_threads_in_workers
 from .spectrogram import SpectrogramTransformer, log_magnitude
 
 
@@ -52,10 +57,13 @@ class InterpreterNet(nn.Module):
             self.att_w = nn.Conv1d(hidden, 1, 1)
         self.theta = nn.Linear(n_components, n_classes, bias=False)
 
-    def set_feature_stats(self, feats):
-        for i, f in enumerate(feats):
-            getattr(self, f"mean_{i}").copy_(f.mean(dim=(0, 2))[:, None])
-            getattr(self, f"std_{i}").copy_(f.std(dim=(0, 2))[:, None] + 1e-5)
+    def set_feature_stats(self, stats):
+        """Standardise each layer with ``stats``: a list of (mean, std) per channel."""
+        for i, (mean, std) in enumerate(stats):
+            getattr(self, f"mean_{i}").copy_(torch.as_tensor(mean, dtype=torch.float32)[:, None])
+            getattr(self, f"std_{i}").copy_(
+                torch.as_tensor(std, dtype=torch.float32)[:, None] + 1e-5
+            )
 
     def activations(self, feats, n_frames: int) -> torch.Tensor:
         """H: ``(batch, K, n_frames)``, non-negative."""
@@ -82,6 +90,92 @@ class InterpreterNet(nn.Module):
     def forward(self, feats, n_frames: int):
         H = self.activations(feats, n_frames)
         return H, self.theta(self.pool(H))
+
+
+class _RunningStats:
+    """Per-channel mean and (unbiased) std of hidden features over clips and time, batch by batch."""
+
+    def __init__(self):
+        self.sums, self.squares, self.counts = None, None, None
+
+    def add(self, feats):
+        if self.sums is None:
+            self.sums = [torch.zeros(f.shape[1], dtype=torch.float64) for f in feats]
+            self.squares = [torch.zeros(f.shape[1], dtype=torch.float64) for f in feats]
+            self.counts = [0 for _ in feats]
+        for i, f in enumerate(feats):
+            f = f.double()
+            self.sums[i] += f.sum(dim=(0, 2))
+            self.squares[i] += (f * f).sum(dim=(0, 2))
+            self.counts[i] += f.shape[0] * f.shape[2]
+
+    def result(self):
+        out = []
+        for s, q, n in zip(self.sums, self.squares, self.counts, strict=True):
+            mean = s / n
+            var = (q - s * mean) / max(n - 1, 1)
+            out.append((mean, var.clamp_min(0).sqrt()))
+        return out
+
+
+class _MemoryFeatures:
+    """Hidden features held in memory as one tensor per layer."""
+
+    def __init__(self, parts):
+        self.feats = [torch.cat(p) for p in parts]
+
+    def batch(self, idx):
+        return [f[idx] for f in self.feats]
+
+    def close(self):
+        self.feats = None
+
+
+class _DiskFeatures:
+    """Hidden features in numpy memmaps (one file per layer) in a temporary folder, removed on close."""
+
+    def __init__(self, folder, n_clips):
+        self.folder = Path(tempfile.mkdtemp(prefix="nmfinterp-features-", dir=folder))
+        self.n_clips, self.maps, self.filled = n_clips, None, 0
+
+    def write(self, feats):
+        if self.maps is None:
+            self.maps = [
+                np.lib.format.open_memmap(
+                    self.folder / f"layer{i}.npy",
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(self.n_clips, *f.shape[1:]),
+                )
+                for i, f in enumerate(feats)
+            ]
+        n = feats[0].shape[0]
+        for m, f in zip(self.maps, feats, strict=True):
+            m[self.filled : self.filled + n] = f.numpy()
+        self.filled += n
+
+    def batch(self, idx):
+        order = np.asarray(idx)
+        return [torch.from_numpy(np.ascontiguousarray(m[order])) for m in self.maps]
+
+    def close(self):
+        for m in self.maps or []:
+            m._mmap.close()
+        self.maps = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _RecomputedFeatures:
+    """No cache: the classifier's hidden features are recomputed for every batch of every epoch."""
+
+    def __init__(self, estimator, waves):
+        self.estimator, self.waves = estimator, waves
+
+    def batch(self, idx):
+        return self.estimator._extract(self.waves[np.asarray(idx)])[0]
+
+    def close(self):
+        self.waves = None
 
 
 def _to_probabilities(scores: np.ndarray | torch.Tensor, output_type: str, multilabel: bool):
@@ -145,16 +239,28 @@ class InterpreterEstimator(BaseEstimator):
         CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M), with c the
         classifier's class. Gradients pass through the classifier to the input only. Costs a few
         classifier forward/backward passes per batch. ``0`` trains with the L2I loss alone.
-        The default was the most faithful setting measured (``benchmarks/results/esc10_core.json``).
+        The default was the most faithful setting measured (docs/benchmarks.md: "nmfinterp" vs "L2I loss, nmfinterp selection").
     faithfulness_epochs : int or None, default=15
         Apply that term in the last this-many epochs only (``None``: all epochs).
     mixture_fraction : float, default=0.5
         With the faithfulness term, the share of batches trained on random two-clip mixtures of the
         batch (their hidden features, spectrograms and classifier outputs computed on the fly).
     mask_penalty : float, default=0.1
+    feature_cache : {"memory", "disk", "none"}, default="memory"
+        Where the classifier's hidden features live during ``fit``. "memory": computed once and
+        kept in memory for all epochs. "disk": computed once and kept in numpy memory-mapped files
+        in a temporary folder (under ``feature_cache_dir``), removed when ``fit`` ends, so corpora
+        whose features do not fit in memory train. "none": recomputed by the classifier for every
+        batch of every epoch (slowest; measures what the cache saves). The same ``random_state``
+        gives the same interpreter in all three (up to float rounding).
+    feature_cache_dir : str, path or None, default=None
+        Parent folder of the "disk" cache; ``None``: the system's temporary folder.
+    warm_start : bool, default=False
+        ``fit`` continues training the fitted interpreter (same layers, K and classes) for
+        ``epochs`` more epochs instead of starting anew; ``history_`` grows. Adam's state restarts.
     device : str, default="cpu"
         Where Ψ and Θ train. The fitted module is kept on the CPU, so a pickle made on a GPU loads
-        anywhere.
+        anywhere; prediction falls back to the CPU when this device is not available.
     random_state : int or None
         Seeds a local ``torch.Generator`` (initialisation and shuffling); the global seed is untouched.
     verbose : int, default=0
@@ -170,6 +276,19 @@ class InterpreterEstimator(BaseEstimator):
     history_ : list of dict
         Per epoch: loss, reconstruction, sparsity, fidelity_loss, fidelity (top-1 on the training clips).
     output_type_ : str
+        What ``classifier_outputs`` hold.
+    classifier_output_type_ : str
+        What the classifier itself returns (with "auto", inferred from its scores on the clips).
+    interrupted_ : bool
+        True when the last ``fit`` was stopped by KeyboardInterrupt: the module then holds the
+        state after the last completed epoch, and ``warm_start=True`` continues from it.
+
+    Notes
+    -----
+    Stopping ``fit`` with Ctrl-C (KeyboardInterrupt) is not an error: the interpreter keeps the
+    state it had after its last completed epoch (a half-done epoch is dropped), a warning says so,
+    and ``fit`` returns. A NaN or infinite loss raises ``FloatingPointError`` and also leaves the
+    state after the last completed epoch in ``module_``.
 
     Examples
     --------
@@ -209,6 +328,9 @@ class InterpreterEstimator(BaseEstimator):
         "faithfulness_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "mixture_fraction": [Interval(Real, 0, 1, closed="both")],
         "mask_penalty": [Interval(Real, 0, None, closed="left")],
+        "feature_cache": [StrOptions({"memory", "disk", "none"})],
+        "feature_cache_dir": [str, Path, None],
+        "warm_start": ["boolean"],
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -237,6 +359,9 @@ class InterpreterEstimator(BaseEstimator):
         faithfulness_epochs=15,
         mixture_fraction=0.5,
         mask_penalty=0.1,
+        feature_cache="memory",
+        feature_cache_dir=None,
+        warm_start=False,
         device="cpu",
         random_state=None,
         verbose=0,
@@ -261,6 +386,9 @@ class InterpreterEstimator(BaseEstimator):
         self.faithfulness_epochs = faithfulness_epochs
         self.mixture_fraction = mixture_fraction
         self.mask_penalty = mask_penalty
+        self.feature_cache = feature_cache
+        self.feature_cache_dir = feature_cache_dir
+        self.warm_start = warm_start
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -299,10 +427,9 @@ class InterpreterEstimator(BaseEstimator):
             Xs = self.spectrogram_.transform(X)
         return Xs.block("spectrogram"), Xs.block("waveform")
 
-    def _extract(self, waveforms: np.ndarray, *, desc: str = "features"):
-        """Hidden features (list of (n, C, t) CPU tensors) and the classifier's scores, in batches."""
+    def _batches(self, waveforms: np.ndarray, *, desc: str = "features"):
+        """Yield (start, hidden features (list of (b, C, t) CPU tensors), scores) batch by batch."""
         dev = classifier_device(self.classifier)
-        feats, scores = None, []
         with frozen(self.classifier), torch.no_grad():
             for start in tqdm(
                 range(0, len(waveforms), self.batch_size),
@@ -310,18 +437,60 @@ class InterpreterEstimator(BaseEstimator):
                 disable=self.verbose <= 1,
                 leave=False,
             ):
-                x = torch.as_tensor(waveforms[start : start + self.batch_size]).to(dev)
+                x = torch.as_tensor(np.asarray(waveforms[start : start + self.batch_size])).to(dev)
                 h, s = run_with_hooks(
                     self.classifier, self.layers_, x, self.classifier_input, self.classifier_output
                 )
-                h = [t.float().cpu() for t in h]
-                feats = (
-                    [[t] for t in h]
-                    if feats is None
-                    else [f + [t] for f, t in zip(feats, h, strict=True)]
-                )
-                scores.append(s.float().cpu())
-        return [torch.cat(f) for f in feats], torch.cat(scores)
+                yield start, [t.float().cpu() for t in h], s.float().cpu()
+
+    def _extract(self, waveforms: np.ndarray, *, desc: str = "features"):
+        """Hidden features (list of (n, C, t) CPU tensors) and the classifier's scores, in batches."""
+        parts, scores = None, []
+        for _, h, s in self._batches(waveforms, desc=desc):
+            parts = (
+                [[t] for t in h]
+                if parts is None
+                else [p + [t] for p, t in zip(parts, h, strict=True)]
+            )
+            scores.append(s)
+        return [torch.cat(p) for p in parts], torch.cat(scores)
+
+    def _feature_store(self, waveforms: np.ndarray):
+        """One pass of the classifier over the clips: the feature store, its scores and stats."""
+        n = len(waveforms)
+        stats, scores, parts, store = _RunningStats(), [], None, None
+        try:
+            for start, h, s in self._batches(waveforms):
+                if start == 0:
+                    per_clip = sum(4 * t[0].numel() for t in h)
+                    if self.feature_cache == "memory":
+                        check_allocation(
+                            per_clip * n,
+                            "the classifier's hidden features of the training clips",
+                            'Use feature_cache="disk" (memory-mapped files) or "none" (recomputed '
+                            "every epoch), or read fewer/smaller layers.",
+                        )
+                    elif self.feature_cache == "disk":
+                        store = _DiskFeatures(self.feature_cache_dir, n)
+                stats.add(h)
+                scores.append(s)
+                if self.feature_cache == "memory":
+                    parts = (
+                        [[t] for t in h]
+                        if parts is None
+                        else [p + [t] for p, t in zip(parts, h, strict=True)]
+                    )
+                elif self.feature_cache == "disk":
+                    store.write(h)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        if self.feature_cache == "memory":
+            store = _MemoryFeatures(parts)
+        elif self.feature_cache == "none":
+            store = _RecomputedFeatures(self, waveforms)
+        return store, torch.cat(scores), stats.result()
 
     def _generator(self) -> torch.Generator:
         g = torch.Generator()
@@ -336,6 +505,9 @@ class InterpreterEstimator(BaseEstimator):
     def fit(self, X, y):
         """Train Ψ and Θ to mimic ``y``, the classifier's outputs on the clips ``X``.
 
+        Inside a Dask worker or a joblib worker process torch uses
+        :func:`nmfinterp.parallel.worker_torch_threads` threads (1 unless configured).
+
         Parameters
         ----------
         X : AudioFeatures or array (n_clips, n_samples)
@@ -343,11 +515,23 @@ class InterpreterEstimator(BaseEstimator):
         y : array (n_clips, n_classes) or (n_clips,)
             The classifier's outputs (logits or probabilities) on those clips, or its predicted labels.
         """
+        saved = dict(self.__dict__) if self.warm_start and hasattr(self, "module_") else None
+        with limit_threads_in_workers():
+            try:
+                return self._fit(X, y)
+            except ValueError:
+                if saved is not None:  # refused input: the fitted interpreter stays as it was
+                    self.__dict__.clear()
+                    self.__dict__.update(saved)
+                raise
+
+    def _fit(self, X, y):
         self._validate_params()
         if self.classifier is None:
             raise ValueError(
                 "InterpreterEstimator needs classifier=..., the trained torch model to explain."
             )
+        previous = self._warm_state()
         self.layers_ = resolve_layers(self.classifier, self.layers)
         if not is_audio_features(X):
             X = check_waveforms(X, min_samples=1)
@@ -371,7 +555,19 @@ class InterpreterEstimator(BaseEstimator):
             raise ValueError(
                 "faithfulness > 0 is implemented for single-label classifiers; use multilabel=False."
             )
-        feats, scores = self._extract(waves)
+        store, scores, stats = self._feature_store(waves)
+        try:
+            return self._fit_from_store(store, scores, stats, V, waves, W, probs, previous)
+        finally:
+            store.close()
+
+    def _fit_from_store(self, store, scores, stats, V, waves, W, probs, previous):
+        n_classes = probs.shape[1]
+        self.classifier_output_type_ = (
+            _infer_output_type(scores.numpy(), self.multilabel)
+            if self.output_type == "auto"
+            else self.output_type
+        )
         if self.faithfulness > 0 and scores.shape[1] != n_classes:
             raise ValueError(
                 f"classifier_outputs has {n_classes} columns but the classifier gives {scores.shape[1]} "
@@ -385,26 +581,78 @@ class InterpreterEstimator(BaseEstimator):
         ):  # module init from our generator, not the global seed
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             net = InterpreterNet(
-                [f.shape[1] for f in feats], W.shape[1], n_classes, self.hidden, self.pooling
+                [len(m) for m, _ in stats], W.shape[1], n_classes, self.hidden, self.pooling
             )
-        net.set_feature_stats(feats)
-        self.history_ = []
+        self.layer_channels_ = [len(m) for m, _ in stats]
+        if previous is not None:
+            net, self.history_ = self._continue_from(previous, net)
+        else:
+            net.set_feature_stats(stats)
+            self.history_ = []
+        self.interrupted_ = False
         try:
-            self.module_ = self._train(net, feats, torch.as_tensor(V), W, probs, gen)
+            self.module_ = self._train(net, store, torch.as_tensor(V), W, probs, gen)
         finally:
             del self._waves
         return self
+
+    def _warm_state(self):
+        """The fitted module and history to continue from with ``warm_start``, else None."""
+        if not self.warm_start or not hasattr(self, "module_"):
+            return None
+        return {
+            "module": self.module_,
+            "history": list(getattr(self, "history_", [])),
+            "layers": list(self.layers_),
+        }
+
+    def _continue_from(self, previous, net):
+        old = previous["module"]
+        shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        old_shapes = {k: tuple(v.shape) for k, v in old.state_dict().items()}
+        if previous["layers"] != list(self.layers_) or shapes != old_shapes:
+            diff = sorted(
+                k for k in shapes.keys() | old_shapes.keys() if shapes.get(k) != old_shapes.get(k)
+            )
+            raise ValueError(
+                "warm_start=True continues the fitted interpreter, but its shape changed "
+                f"(layers {previous['layers']} -> {list(self.layers_)}; differing tensors {diff[:5]}: "
+                "K, the classes, hidden, pooling or the layers' channels). Use the same settings, or "
+                "warm_start=False to train a new interpreter."
+            )
+        net.load_state_dict(old.state_dict())  # features are standardised as in the first fit
+        return net, previous["history"]
 
     def _fidelity_loss(self, logits, probs):
         if self.multilabel:
             return F.binary_cross_entropy_with_logits(logits, probs)
         return -(probs * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
-    def _train(self, net, feats, V, W, probs, gen):
+    def _train(self, net, store, V, W, probs, gen):
         device = torch.device(self.device)
         net = net.to(device)
         W = W.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        last_good = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        try:
+            self._epochs(net, store, V, W, probs, gen, opt, device, last_good)
+        except KeyboardInterrupt:
+            net.load_state_dict(last_good)
+            self.interrupted_ = True
+            warnings.warn(
+                f"training interrupted after {len(self.history_)} epoch(s): the interpreter keeps "
+                "its state after the last completed epoch and is usable; fit again with "
+                "warm_start=True to continue.",
+                UserWarning,
+                stacklevel=3,
+            )
+        except FloatingPointError:
+            net.load_state_dict(last_good)
+            self.module_ = net.cpu().eval()
+            raise
+        return net.cpu().eval()
+
+    def _epochs(self, net, store, V, W, probs, gen, opt, device, last_good):
         n = V.shape[0]
         bar = tqdm(range(self.epochs), desc="interpreter", disable=self.verbose <= 0)
         n_faith = 0 if self.faithfulness == 0 else (self.faithfulness_epochs or self.epochs)
@@ -426,7 +674,7 @@ class InterpreterEstimator(BaseEstimator):
                     fb, vb, pb, xb = self._mixture_batch(idx, gen)
                     fb, vb, pb = [f.to(device) for f in fb], vb.to(device), pb.to(device)
                 else:
-                    fb = [f[idx].to(device) for f in feats]
+                    fb = [f.to(device) for f in store.batch(idx)]
                     vb, pb = V[idx].to(device), probs[idx].to(device)
                     xb = self._waves[idx]
                 H, logits = net(fb, vb.shape[-1])
@@ -438,7 +686,11 @@ class InterpreterEstimator(BaseEstimator):
                 loss = loss + self.faithfulness * faith.to(loss.device)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        "the interpreter's loss became NaN/inf; lower lr or check the classifier outputs."
+                        f"the interpreter's loss became {float(loss.detach())} in epoch {len(self.history_) + 1} "
+                        f"(reconstruction {float(rec):.4g}, sparsity {float(spa):.4g}, fidelity "
+                        f"{float(fid):.4g}, faithfulness {float(faith):.4g}); the interpreter keeps "
+                        "its state after the last completed epoch. Lower lr, or check the classifier "
+                        "outputs and hidden features for NaN/inf."
                     )
                 opt.zero_grad()
                 loss.backward()
@@ -450,11 +702,12 @@ class InterpreterEstimator(BaseEstimator):
             record = {key: val / n for key, val in sums.items()}
             record.update(fidelity=agree / n, seconds=time.perf_counter() - t0)
             self.history_.append(record)
+            for k, v in net.state_dict().items():
+                last_good[k].copy_(v)
             bar.set_postfix(loss=f"{record['loss']:.3f}", fidelity=f"{record['fidelity']:.2f}")
-        return net.cpu().eval()
 
     def _log_probs(self, scores):
-        if self.output_type_ == "probabilities":
+        if self.classifier_output_type_ == "probabilities":
             return torch.log(scores.clamp_min(1e-8))
         return torch.log_softmax(scores, dim=-1)
 
@@ -467,7 +720,7 @@ class InterpreterEstimator(BaseEstimator):
         xm = x + other * (rms(x) / rms(other)) * gain
         feats, scores = self._extract(xm.numpy(), desc="mixtures")
         V = log_magnitude(self.spectrogram_.stft(xm))
-        return feats, V, _to_probabilities(scores, self.output_type_, False), xm
+        return feats, V, _to_probabilities(scores, self.classifier_output_type_, False), xm
 
     def _faithfulness_loss(self, net, H, W, x, probs):
         """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M), through the frozen f."""
@@ -501,23 +754,36 @@ class InterpreterEstimator(BaseEstimator):
     # ------------------------------------------------------------------ predict
     def _forward(self, X, *, keep=False):
         """Run the classifier's hidden layers and the interpreter on features or raw waveforms."""
+        with limit_threads_in_workers():
+            return self._forward_batches(X, keep)
+
+    def _forward_batches(self, X, keep):
         check_is_fitted(self, "module_")
         if not is_audio_features(X):
             X = check_waveforms(X, min_samples=1)
         V, waves = self._front_end(X, None, fit=False)
-        feats, scores = self._extract(waves)
-        device = torch.device(self.device)
+        device = self._inference_device()
         net = self.module_.to(device)
         outs = []
-        with torch.no_grad():
-            for start in range(0, len(waves), self.batch_size):
-                fb = [f[start : start + self.batch_size].to(device) for f in feats]
-                H, logits = net(fb, V.shape[2])
-                outs.append((H.cpu() if keep else None, logits.cpu()))
-        self.module_.cpu()
+        try:
+            with torch.no_grad():
+                for _, h, s in self._batches(waves):  # one batch of features at a time
+                    H, logits = net([f.to(device) for f in h], V.shape[2])
+                    outs.append((H.cpu() if keep else None, logits.cpu(), s))
+        finally:
+            self.module_.cpu()
         logits = torch.cat([o[1] for o in outs])
         H = torch.cat([o[0] for o in outs]) if keep else None
-        return logits, H, scores
+        return logits, H, torch.cat([o[2] for o in outs])
+
+    def _inference_device(self) -> torch.device:
+        """``device``, or the CPU when it is not available here (a model trained on a GPU)."""
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return torch.device("cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            return torch.device("cpu")
+        return device
 
     def decision_function(self, X) -> np.ndarray:
         """Θ's scores (logits), ``(n_clips, n_classes)``."""

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_waveforms
+from ._validation import check_allocation, check_waveforms
 from .features import AudioFeatures, is_audio_features
 
 
@@ -157,6 +157,42 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return resynthesize(magnitude, phase, length=length, **self._stft_kwargs).numpy()
 
+    def apply_mask(self, waveforms, mask, domain: str = "linear") -> np.ndarray:
+        """Mask the clips' STFT (their own phase kept) and return the audio, ``(n, n_samples)``.
+
+        ``mask`` is ``(n, F, T)`` on the frame grid of :meth:`stft` of the same clips. The clips
+        are zero-padded by a whole number of hops on both sides before the STFT (the mask's edge
+        frames repeated over the padding) and the result trimmed back: every sample is then
+        covered by all the frames that overlap it, as inside the clip, so the edges are not
+        amplified by the inverse STFT's normalisation. When the squared window overlap-adds to
+        a constant (Hann with ``hop_length <= n_fft // 4``, the default), the result never has
+        more energy than the clip for a mask in [0, 1].
+        """
+        from .explain import masked_spectrum
+
+        check_is_fitted(self)
+        x = torch.as_tensor(waveforms)
+        mask = torch.as_tensor(mask)
+        hop, n = self.hop_length_, x.shape[-1]
+        frames = -(-(self.n_fft // 2 + hop) // hop)  # padding, in hops
+        pad = frames * hop
+        S = self.stft(torch.nn.functional.pad(x, (pad, pad)))
+        if mask.shape[-1] + 2 * frames != S.shape[-1]:
+            raise ValueError(
+                f"mask has {mask.shape[-1]} frames; expected {S.shape[-1] - 2 * frames}, the "
+                "frame count of stft() of these clips."
+            )
+        M = torch.cat(
+            [
+                mask[..., :1].expand(*mask.shape[:-1], frames),
+                mask,
+                mask[..., -1:].expand(*mask.shape[:-1], frames),
+            ],
+            dim=-1,
+        )
+        out = self._istft_torch(masked_spectrum(S, M, domain), n + 2 * pad)
+        return out[..., pad : pad + n].numpy()
+
     def fit_length(self, waveforms) -> np.ndarray:
         """Apply the length policy: zero-pad or trim every clip to ``n_samples_``."""
         check_is_fitted(self)
@@ -202,6 +238,12 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         """Log-spectrograms of the clips, flattened, followed by the waveforms (see Notes)."""
         check_is_fitted(self)
         X = check_waveforms(X, min_samples=1, allow_ragged=True)
+        # the spectrograms, the complex STFT they come from and the waveforms, float32
+        check_allocation(
+            len(X) * (3 * self.n_freqs_ * self.n_frames_ + 2 * self.n_samples_) * 4,
+            f"the spectrograms of {len(X)} clips of {self.n_samples_} samples",
+            "Transform fewer clips at a time, or set n_samples to the clip length you need.",
+        )
         if not isinstance(X, list) and X.shape[1] == self.n_samples_:
             waves = X
         else:

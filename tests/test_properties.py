@@ -1,12 +1,16 @@
 """Property-based tests (hypothesis) for the invariants every explanation must keep."""
 
+import warnings
+from functools import lru_cache
+
 import numpy as np
 import torch
+from _small import small_pipe, small_setup
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nmfinterp import SpectrogramTransformer
+from nmfinterp import NMFDictionary, SpectrogramTransformer, explain
 from nmfinterp.explain import masked_spectrum, relevance, select_components, soft_mask
 
 finite = st.floats(-1.0, 1.0, allow_nan=False, allow_subnormal=False, width=32)
@@ -69,3 +73,63 @@ def test_relevance_and_selection_invariants(z, theta, c, centered, top_k, thresh
     assert (r[keep] > threshold).all()
     if top_k is not None:
         assert (keep.sum(1) <= top_k).all()
+
+
+# ---------------------------------------------------------------- whole explanations
+@lru_cache(maxsize=1)
+def _fitted():
+    clf, X, y, _ = small_setup()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Hann with hop = n_fft / 4: its square overlap-adds to a constant, the condition for
+        # the energy bound (SpectrogramTransformer.apply_mask)
+        pipe = small_pipe(clf, epochs=2)
+        return pipe.set_params(spectrogramtransformer__hop_length=64).fit(X, y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(129, 6000), st.floats(0, 4), st.floats(-0.5, 0.5)),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(0, 2**31 - 1),
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.one_of(st.none(), st.integers(1, 6)),
+    st.floats(-1, 1),
+    st.sampled_from(["linear", "log"]),
+)
+def test_explanations_keep_length_bounded_masks_and_never_add_energy(
+    clips, seed, cls, top_k, threshold, domain
+):
+    rng = np.random.default_rng(seed)
+    X = [(gain * rng.standard_normal(n) + offset).astype(np.float32) for n, gain, offset in clips]
+    ex = explain(_fitted(), X, classes=cls, top_k=top_k, threshold=threshold, mask_domain=domain)
+    for x, w, r, m in zip(X, ex.waveforms, ex.residuals, ex.masks, strict=True):
+        assert len(w) == len(x) and w.dtype == np.float32 and np.isfinite(w).all()
+        assert m.min() >= 0 and m.max() <= 1
+        energy_in = float(np.sum(x.astype(np.float64) ** 2))
+        assert float(np.sum(w.astype(np.float64) ** 2)) <= energy_in * (1 + 1e-4) + 1e-6
+        np.testing.assert_allclose(w + r, x, atol=1e-5 * (1 + np.abs(x).max()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 30), st.just(5)), elements=st.floats(0, 3)),
+    st.integers(0, 2**31 - 1),
+)
+def test_dictionary_transform_inverse_round_trip(H, seed):
+    """Spectra made of the dictionary's own patterns come back through transform/inverse."""
+    d = _dictionary()
+    V = H @ d.components_
+    back = d.inverse_transform(d.transform(V))
+    assert back.shape == V.shape
+    np.testing.assert_allclose(back, V, atol=1e-3 * (1 + np.abs(V).max()))
+
+
+@lru_cache(maxsize=1)
+def _dictionary():
+    rng = np.random.default_rng(0)
+    spectra = rng.random((200, 5)) @ rng.random((5, 40))
+    return NMFDictionary(n_components=5, max_iter=1000, tol=1e-10, random_state=0).fit(spectra)

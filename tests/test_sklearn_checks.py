@@ -49,6 +49,7 @@ EXPECTED_FAILURES = {
 ESTIMATORS = [
     SpectrogramTransformer(n_fft=2, hop_length=1),
     NMFDictionary(n_components=2, max_iter=50, random_state=0),
+    NMFDictionary(n_components=2, batch_size=8, max_iter=50, random_state=0),  # MiniBatchNMF
     InterpreterEstimator(
         tiny_classifier(),
         layers=["1"],

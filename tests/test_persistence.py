@@ -1,0 +1,181 @@
+"""save/load: safetensors + JSON, no code executed, classifier checked, same explanations."""
+
+import json
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from _small import LAYERS, SR, small_pipe, small_setup
+from safetensors.torch import load_file, save_file
+
+from nmfinterp import InterpreterEstimator, NMFDictionary, SpectrogramTransformer, explain
+from nmfinterp.classifiers import LogMelCNN
+from nmfinterp.persistence import classifier_fingerprint, load, save
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return small_setup()
+
+
+@pytest.fixture(scope="module")
+def fitted(setup):
+    clf, X, y, _ = setup
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return small_pipe(clf, epochs=4).fit(X, y)
+
+
+def _same_explanations(a, b, X):
+    ea, eb = explain(a, X, threshold=-1.0), explain(b, X, threshold=-1.0)
+    np.testing.assert_array_equal(np.asarray(ea), np.asarray(eb))
+    np.testing.assert_array_equal(ea.relevance, eb.relevance)
+    for ma, mb in zip(ea.masks, eb.masks, strict=True):
+        np.testing.assert_array_equal(ma, mb)
+
+
+def test_round_trip_gives_identical_explanations(setup, fitted, tmp_path):
+    clf, _, _, Xt = setup
+    path = save(fitted, tmp_path / "model.safetensors")
+    loaded = load(path, classifier=clf)
+    _same_explanations(fitted, loaded, Xt)
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), fitted.predict_proba(Xt))
+    interp = loaded[-1]
+    # the pipeline's steps and the interpreter's front end are the same objects again
+    assert interp.spectrogram_ is loaded[0] and interp.dictionary_ is loaded[1]
+    assert interp.classifier is clf and interp.history_ == fitted[-1].history_
+    assert loaded.get_params()["interpreterestimator__layers"] == LAYERS
+    np.testing.assert_array_equal(interp.classes_, fitted[-1].classes_)
+    # the file is a plain safetensors file with JSON configuration and no pickle inside
+    raw = path.read_bytes()
+    assert b"__reduce__" not in raw and not raw.startswith(b"\x80")
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"]["format"] == "nmfinterp"
+
+
+def test_joblib_still_works_alongside(setup, fitted, tmp_path):
+    joblib.dump(fitted, tmp_path / "p.joblib")
+    _same_explanations(fitted, joblib.load(tmp_path / "p.joblib"), setup[3])
+
+
+def test_load_needs_the_classifier_and_checks_it(setup, fitted, tmp_path):
+    clf, *_ = setup
+    path = save(fitted, tmp_path / "m.safetensors")
+    with pytest.raises(
+        ValueError, match=r"interpreter of a nmfinterp\.classifiers\.LogMelCNN.*classifier=model"
+    ):
+        load(path)
+    other_arch = LogMelCNN(4, sr=SR, n_fft=256, hop_length=128, n_mels=32, channels=(4, 16))
+    with pytest.raises(ValueError, match=r"tensors that differ: \['blocks\.1.*Pass the classifier"):
+        load(path, classifier=other_arch)
+    with pytest.raises(ValueError, match=r"LogMelCNN.*the classifier given is a torch\.nn"):
+        load(path, classifier=torch.nn.Linear(2, 2))
+    retrained = LogMelCNN(
+        4, sr=SR, n_fft=256, hop_length=128, n_mels=32, channels=(4, 8), random_state=1
+    )
+    with pytest.warns(UserWarning, match="other weights"):
+        load(path, classifier=retrained)
+
+
+def test_not_an_nmfinterp_save_and_incompatible_versions(fitted, tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"definitely not a model")
+    with pytest.raises(ValueError, match="is not an nmfinterp save: it is not a safetensors file"):
+        load(junk)
+    pickle_file = tmp_path / "p.joblib"
+    joblib.dump({"a": 1}, pickle_file)
+    with pytest.raises(ValueError, match="not an nmfinterp save.*joblib.load"):
+        load(pickle_file)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="safetensors file but not an nmfinterp save"):
+        load(foreign)
+    # a file from a future format version
+    path = save(fitted[1], tmp_path / "d.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    future = tmp_path / "future.safetensors"
+    save_file(load_file(path), future, metadata=meta | {"format_version": "99"})
+    with pytest.raises(ValueError, match=r"format version '99'.*reads format version 1 only"):
+        load(future)
+    # an unknown class name is refused, never imported
+    evil = json.loads(meta["config"])
+    evil["nodes"][0]["class"] = "os.system"
+    bad = tmp_path / "evil.safetensors"
+    save_file(load_file(path), bad, metadata=meta | {"config": json.dumps(evil)})
+    with pytest.raises(ValueError, match="class 'os.system' this nmfinterp does not know"):
+        load(bad)
+
+
+def _to_logmel(x):
+    return x
+
+
+def test_callables_must_be_passed_again_and_other_estimators_refused(setup, tmp_path):
+    clf, X, y, _ = setup
+    interp = InterpreterEstimator(
+        clf,
+        layers=LAYERS,
+        classifier_input=_to_logmel,
+        spectrogram=SpectrogramTransformer(sr=SR, n_fft=256, hop_length=128),
+        dictionary=NMFDictionary(n_components=4, max_iter=30, random_state=0),
+        hidden=4,
+        epochs=1,
+        faithfulness=0.0,
+        random_state=0,
+    ).fit(X, y)
+    path = save(interp, tmp_path / "i.safetensors")
+    with pytest.raises(
+        ValueError, match=r"classifier_input=test_persistence\._to_logmel.*pass it again"
+    ):
+        load(path, classifier=clf)
+    loaded = load(path, classifier=clf, classifier_input=_to_logmel)
+    np.testing.assert_array_equal(loaded.predict_proba(X[:3]), interp.predict_proba(X[:3]))
+    from sklearn.preprocessing import StandardScaler
+
+    with pytest.raises(TypeError, match="StandardScaler.*joblib.dump"):
+        save(StandardScaler(), tmp_path / "s.safetensors")
+    with pytest.raises(TypeError, match="random_state=.*RandomState"):
+        save(NMFDictionary(random_state=np.random.RandomState(0)), tmp_path / "r.safetensors")
+
+
+def test_fingerprint_changes_with_weights():
+    a = torch.nn.Linear(3, 2)
+    fa = classifier_fingerprint(a)
+    with torch.no_grad():
+        a.weight[0, 0] += 1
+    fb = classifier_fingerprint(a)
+    assert fa["shapes"] == fb["shapes"] and fa["sha256"] != fb["sha256"]
+
+
+def test_trained_on_another_device_explains_on_cpu(setup, fitted, tmp_path):
+    """A model whose device says "cuda" (as trained on a GPU) loads and explains on a CPU machine."""
+    clf, _, _, Xt = setup
+    gpu_trained = load(save(fitted, tmp_path / "m.safetensors"), classifier=clf)
+    gpu_trained.set_params(interpreterestimator__device="cuda")
+    path = save(gpu_trained, tmp_path / "g.safetensors")
+    loaded = load(path, classifier=clf)
+    assert loaded[-1].device == "cuda"
+    assert next(loaded[-1].module_.parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():  # prediction falls back to the CPU here
+        np.testing.assert_array_equal(loaded.predict_proba(Xt), fitted.predict_proba(Xt))
+    _same_explanations(fitted, loaded, Xt)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+def test_trained_on_gpu_saves_and_explains_on_cpu(setup, fitted, tmp_path):
+    clf, X, y, Xt = setup
+    gpu_clf = LogMelCNN(4, sr=SR, n_fft=256, hop_length=128, n_mels=32, channels=(4, 8))
+    gpu_clf.load_state_dict(clf.state_dict())
+    pipe = small_pipe(gpu_clf.cuda(), device="cuda").fit(X, y)
+    assert next(pipe[-1].module_.parameters()).device.type == "cpu"
+    path = save(pipe, tmp_path / "gpu.safetensors")
+    on_cpu = load(path, classifier=clf)  # same weights, on the CPU
+    ex_gpu, ex_cpu = explain(pipe, Xt, threshold=-1.0), explain(on_cpu, Xt, threshold=-1.0)
+    np.testing.assert_allclose(np.asarray(ex_cpu), np.asarray(ex_gpu), atol=1e-3)
+    joblib.dump(pipe[-1].set_params(classifier=clf), tmp_path / "p.joblib")
+    assert np.asarray(explain(joblib.load(tmp_path / "p.joblib"), Xt)).shape == Xt.shape
