@@ -168,6 +168,14 @@ def render(res: dict, src: str) -> str:
         lines += table(sil["methods"], MIX_COLS)
     if cost:
         lines += ["", "## Costs (ratios measured in one run)", ""]
+        if cost.get("settings"):
+            cs = cost["settings"]
+            lines += [
+                f"Run with `{' '.join(['python benchmarks/esc10.py', *cs['command_args']])}` "
+                f"({cs['n_train']} training clips; classifier epochs {cs['classifier_epochs']}, "
+                f"interpreter epochs {cs['epochs'] or 'default'}).",
+                "",
+            ]
         if ev:
             lines.append(
                 f"- explain {ev['explain_seconds']:.2f} s vs classifier forward + STFT + ISTFT "

@@ -677,10 +677,19 @@ def main(argv=None) -> int:
     p.add_argument(
         "--skip", nargs="*", default=[], choices=["methods", "silero", "cost"], help="parts to skip"
     )
+    p.add_argument(
+        "--classifier-epochs", type=int, default=None, help="override the classifier's epochs"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the interpreters' epochs")
     p.add_argument("--name", default=None, help="JSON file name (default: esc10 / esc10_quick)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
+    if args.classifier_epochs is not None:
+        cfg["classifier_epochs"] = args.classifier_epochs
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
+        cfg["faithfulness_epochs"] = max(1, args.epochs // 3)
     t_start = time.perf_counter()
 
     ds = load_esc_folder(args.data, sr=args.sr)
@@ -762,6 +771,12 @@ def main(argv=None) -> int:
         results["cost"] = cost_benchmark(
             clf, args.sr, pipes["nmfinterp"], train, y_train, test, cfg
         )
+        results["cost"]["settings"] = {
+            "classifier_epochs": cfg["classifier_epochs"],
+            "epochs": cfg["epochs"],
+            "n_train": len(train),
+            "command_args": sys.argv[1:] if argv is None else list(argv),
+        }
     results["total_seconds"] = time.perf_counter() - t_start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
