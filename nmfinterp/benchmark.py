@@ -571,13 +571,24 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     err = lambda Ht, Wt: float(np.linalg.norm(frames - Ht @ Wt))  # noqa: E731
     err_ours = err(dico._activations(frames), dico.components_)
     row = {"n_frames": len(frames), "ours_seconds": t_ours, "ours_error": err_ours}
-    for max_iter in (10, 20, 40, 80, 160, 320):
-        nmf = NMF(dico.n_components_, solver="cd", max_iter=max_iter, tol=0.0, random_state=0)
+    # sklearn's cd on every frame, 10 iterations at a time (warm-started), until it is as good
+    Ht = Wt = None
+    t_cd, n_iter = 0.0, 0
+    while n_iter < 400:
+        nmf = NMF(
+            dico.n_components_,
+            solver="cd",
+            max_iter=10,
+            tol=0.0,
+            init=None if Ht is None else "custom",
+            random_state=0,
+        )
         t = time.perf_counter()
-        Ht = nmf.fit_transform(frames)
-        t_cd = time.perf_counter() - t
-        e = err(Ht, nmf.components_)
-        row.update({"cd_seconds": t_cd, "cd_error": e, "cd_max_iter": max_iter})
+        Ht = nmf.fit_transform(frames, W=Ht, H=Wt)
+        t_cd += time.perf_counter() - t
+        Wt, n_iter = nmf.components_, n_iter + 10
+        e = err(Ht, Wt)
+        row.update({"cd_seconds": t_cd, "cd_error": e, "cd_max_iter": n_iter})
         if e <= err_ours:
             break
     row["cd_reached_equal_error"] = row["cd_error"] <= err_ours
