@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.decomposition import NMF, MiniBatchNMF, non_negative_factorization
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from tqdm.auto import tqdm
 
 from ._validation import check_outputs
 from .features import AudioFeatures, is_audio_features
@@ -243,7 +244,9 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
             groups = [(-1, np.ones(len(frames), bool), self.n_components)]
 
         blocks, owners, self.n_iter_ = [], [], 0
-        for c, sel, k in groups:
+        for c, sel, k in tqdm(
+            groups, desc="dictionary blocks", disable=not self.verbose or len(groups) == 1
+        ):
             part = frames[sel]
             if self.max_frames is not None and len(part) > self.max_frames:
                 part = part[rng.choice(len(part), self.max_frames, replace=False)]
@@ -472,8 +475,14 @@ def fit_streaming(
     if hasattr(dictionary, "_minibatch"):
         del dictionary._minibatch
     seen = False
-    for _ in range(passes):
-        for batch in _waveform_batches(source, spectrogram.sr, files_per_batch):
+    for p in range(passes):
+        for batch in tqdm(
+            _waveform_batches(source, spectrogram.sr, files_per_batch),
+            desc=f"dictionary, pass {p + 1}/{passes}",
+            unit="batch",
+            disable=not dictionary.verbose,
+            leave=False,
+        ):
             clips = check_waveforms(
                 batch, min_samples=spectrogram.n_fft // 2 + 1, allow_ragged=True, name="batch"
             )
