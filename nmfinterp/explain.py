@@ -226,10 +226,10 @@ def explain_clips(
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start : start + batch_size]
             x = torch.as_tensor(np.stack([clips[i] for i in idx]))
-            S = spec.stft(x)
+            n_frames = spec.stft(x[:1]).shape[-1]  # the mask's grid; apply_mask does the STFT
             feats, scores = interpreter._extract(x.numpy())
             with torch.no_grad():
-                H, logits = net(feats, S.shape[-1])
+                H, logits = net(feats, n_frames)
                 z = net.pool(H)
                 if wanted is not None:
                     cls = torch.as_tensor(wanted[idx])
