@@ -70,7 +70,10 @@ def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     assert len(interp.history_) == 30 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(
         interp.history_[0]
     )
-    assert interp.history_[-1]["loss"] < interp.history_[0]["loss"]
+    # the total loss gains the faithfulness term in the last epochs, so compare the L2I terms
+    first, last = interp.history_[0], interp.history_[-1]
+    assert last["fidelity_loss"] < first["fidelity_loss"]
+    assert last["reconstruction"] < first["reconstruction"]
     assert fitted.score(train.waveforms, y_train) > 0.6  # chance is 0.25
     assert fitted.predict_proba(test.waveforms).shape == (len(test), 4)
     np.testing.assert_allclose(fitted.predict_proba(test.waveforms).sum(1), 1, rtol=1e-5)
@@ -83,7 +86,11 @@ def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
     assert wav.dtype == np.float32 and wav.shape == test.waveforms[:4].shape
     assert all(m.min() >= 0 and m.max() <= 1 for m in ex.masks)
     np.testing.assert_allclose(ex.waveforms + ex.residuals, test.waveforms[:4], atol=1e-5)
-    assert ex.relevance.shape == (4, 8) and np.allclose(ex.relevance.max(1), 1)
+    # r_k is scaled by the top contribution (max 1); a clip where no component speaks for the
+    # class has every r_k <= 0 (see relevance's docstring)
+    top = ex.relevance.max(1)
+    assert ex.relevance.shape == (4, 8)
+    assert np.all(np.isclose(top, 1) | (top <= 1e-5)) and np.isclose(top, 1).any()
     for sel, r in zip(ex.selected, ex.relevance, strict=True):
         assert (r[sel] > 0).all() and list(sel) == sorted(sel, key=lambda k: -r[k])
     # official selection keeps fewer components
