@@ -70,10 +70,12 @@ def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     assert len(interp.history_) == 30 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(
         interp.history_[0]
     )
-    # the total loss gains the faithfulness term in the last epochs, so compare the L2I terms
+    # the total loss gains the faithfulness term in the last epochs (which may trade some
+    # reconstruction for faithfulness), so compare the term that measures mimicking
     first, last = interp.history_[0], interp.history_[-1]
+    # (the soft-target cross-entropy cannot go below the targets' entropy: compare, don't expect 0)
     assert last["fidelity_loss"] < first["fidelity_loss"]
-    assert last["reconstruction"] < first["reconstruction"]
+    assert last["fidelity"] > first["fidelity"]
     assert fitted.score(train.waveforms, y_train) > 0.6  # chance is 0.25
     assert fitted.predict_proba(test.waveforms).shape == (len(test), 4)
     np.testing.assert_allclose(fitted.predict_proba(test.waveforms).sum(1), 1, rtol=1e-5)
