@@ -503,6 +503,21 @@ def _median_time(fn, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB).
+
+    ``VmHWM`` from /proc (Linux): unlike ``ru_maxrss``, which a spawned child inherits from the
+    parent it was forked from, it starts afresh at ``exec``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _scaling_child(queue, clf, sr, n_components, epochs, faithfulness_epochs, X, y):
     torch.set_num_threads(max(1, torch.get_num_threads()))
     params = {} if faithfulness_epochs is None else {"faithfulness_epochs": faithfulness_epochs}
@@ -510,8 +525,7 @@ def _scaling_child(queue, clf, sr, n_components, epochs, faithfulness_epochs, X,
     t = time.perf_counter()
     pipe.fit(X, y)
     seconds = time.perf_counter() - t
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"seconds": seconds, "peak_rss_mib": peak_kib / 1024})
+    queue.put({"seconds": seconds, "peak_rss_mib": _peak_rss_mib()})
 
 
 def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDataset, cfg) -> dict:
