@@ -152,7 +152,9 @@ def render(res: dict, src: str) -> str:
                 f"The mixture itself: SI-SDR {cell(any_row['si_sdr_mixture'], '.1f')} dB.",
             ]
     sil = res.get("silero")
-    if sil:
+    if sil and "error" in sil:
+        lines += ["", "## Silero VAD", "", f"This section failed in this run: `{sil['error']}`"]
+    elif sil:
         lines += [
             "",
             "## Silero VAD (a model nobody here wrote): speech decisions on FSDD speech + ESC-10 sounds",

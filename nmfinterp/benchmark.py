@@ -786,12 +786,28 @@ def main(argv=None) -> int:
             "platform": platform.platform(),
         },
     }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.name or ('esc10_quick' if args.quick else 'esc10')}.json"
+
+    def save():  # after every section: a failure later loses nothing already measured
+        results["total_seconds"] = time.perf_counter() - t_start
+        path.write_text(json.dumps(results, indent=2, default=float))
+
+    save()
     conditions = make_conditions(test, speech, others)
     if "methods" not in args.skip:
         results["results"] = run_methods(clf, args.sr, pipes, conditions, cfg, train, args.methods)
+        save()
     if "silero" not in args.skip and args.speech:
         _log("silero VAD:")
-        results["silero"] = silero_benchmark(train, test, args.speech, cfg, args.sr)
+        try:
+            results["silero"] = silero_benchmark(train, test, args.speech, cfg, args.sr)
+        except (FloatingPointError, RuntimeError, ValueError) as exc:
+            # recorded, not hidden: the table says the section failed and why
+            results["silero"] = {"error": f"{type(exc).__name__}: {exc}"}
+            _log(f"silero VAD failed: {type(exc).__name__}: {exc}")
+        save()
     if "cost" not in args.skip:
         results["cost"] = cost_benchmark(
             clf, args.sr, pipes["nmfinterp"], train, y_train, test, cfg
@@ -802,11 +818,7 @@ def main(argv=None) -> int:
             "n_train": len(train),
             "command_args": sys.argv[1:] if argv is None else list(argv),
         }
-    results["total_seconds"] = time.perf_counter() - t_start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.name or ('esc10_quick' if args.quick else 'esc10')}.json"
-    path.write_text(json.dumps(results, indent=2, default=float))
+    save()
     _log(f"raw results: {path} ({results['total_seconds']:.0f} s in all)")
     return 0
 
