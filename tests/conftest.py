@@ -8,19 +8,17 @@ import torch
 _THREADS = torch.get_num_threads()
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads_restored(request):
-    """Every test starts with the session's torch thread count, and one that changes it is named.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Every test (and the fixtures it sets up) starts with the session's torch thread count.
 
     Training results depend (in the last float bits, then in where training goes) on the number of
-    threads; a test that leaves it changed would change the fits of the tests after it.
+    threads; a test or fixture teardown that left it changed would change the fits of the tests after
+    it. This runs before any fixture of the test is set up, module-scoped ones included.
     """
     if torch.get_num_threads() != _THREADS:
-        torch.set_num_threads(_THREADS)
-    yield
-    if torch.get_num_threads() != _THREADS:
         warnings.warn(
-            f"{request.node.nodeid} left torch at {torch.get_num_threads()} threads "
+            f"torch was left at {torch.get_num_threads()} threads before {item.nodeid} "
             f"(session: {_THREADS}); restored.",
             stacklevel=1,
         )
