@@ -175,7 +175,11 @@ class STFTMagnitude(nn.Module):
         spec = nn.functional.conv1d(x, self.forward_basis_buffer, stride=self.hop_length)
         cutoff = self.filter_length // 2 + 1
         real, imag = spec[:, :cutoff].float(), spec[:, cutoff:].float()
-        magnitude = torch.sqrt(real.pow(2) + imag.pow(2))
+        power = real.pow(2) + imag.pow(2)
+        # sqrt has an infinite gradient at 0 (silent bins): same values, zero gradient there, so
+        # gradients through the model (nmfinterp's faithfulness term) stay finite
+        positive = power > 0
+        magnitude = torch.where(positive, torch.sqrt(torch.where(positive, power, 1.0)), 0.0)
         return _to_series(magnitude, batch)
 
 

@@ -191,3 +191,13 @@ def test_rejects_bad_input() -> None:
         model(torch.zeros(1, 2, 512))
     with pytest.raises(ValueError):
         model(torch.zeros(1, 0))
+
+
+def test_gradients_through_silence_are_finite():
+    """nmfinterp's faithfulness term backpropagates through the model: silent bins must not give NaN."""
+    vad = load_silero_vad()
+    x = torch.zeros(2, 16000)
+    x[0, 4000:8000] = 0.1 * torch.randn(4000, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_(True)
+    vad(x).amax(1).sum().backward()
+    assert torch.isfinite(x.grad).all()
