@@ -90,6 +90,16 @@ def render(res: dict, src: str) -> str:
         f"evaluated on fold {s['test_fold']} ({res['n_test']} clips). Total run time "
         f"{res['total_seconds'] / 60:.0f} min on {res['machine']['cpu_threads']} torch threads.",
         "",
+        *(
+            [
+                "**This is the `--quick` run** (120 training clips, 24 test clips, K=50, short training): "
+                "it shows the whole protocol working in minutes, not the method at its best; the full "
+                "run is `python benchmarks/esc10.py`.",
+                "",
+            ]
+            if s["quick"]
+            else []
+        ),
         f"Classifier: {clf['model']}, fold-{s['test_fold']} accuracy **{clf['accuracy']:.3f}**.",
         "",
         "| interpreter | K | top-1 fidelity | fit (s) | fit per clip (s) |",
@@ -152,6 +162,8 @@ def render(res: dict, src: str) -> str:
                 f"The mixture itself: SI-SDR {cell(any_row['si_sdr_mixture'], '.1f')} dB.",
             ]
     sil = res.get("silero")
+    if sil and res.get("_sections_from", {}).get("silero"):
+        sil = {**sil, "_from": res["_sections_from"]["silero"]}
     if sil and "error" in sil:
         lines += ["", "## Silero VAD", "", f"This section failed in this run: `{sil['error']}`"]
     elif sil:
@@ -159,7 +171,8 @@ def render(res: dict, src: str) -> str:
             "",
             "## Silero VAD (a model nobody here wrote): speech decisions on FSDD speech + ESC-10 sounds",
             "",
-            f"2-second clips, speech and sound at equal RMS. Interpreter fitted on {sil['n_train']} clips "
+            (f"Measured by `{sil['_from']}`. " if "_from" in sil else "")
+            + f"2-second clips, speech and sound at equal RMS. Interpreter fitted on {sil['n_train']} clips "
             f"({sil['fit_seconds']:.0f} s); top-1 fidelity on the {sil['n_test']} test mixtures "
             f"{sil['fidelity_top1']:.3f}; Silero decided *speech* on {sil['n_decided_speech']} of them. "
             f"Its speech probability on the speech alone {cell(sil['speech_probability_of_speech_alone'])}, "
@@ -229,6 +242,10 @@ def merge(parts: list[dict]) -> dict:
         for key in ("results", "silero", "cost"):
             if key not in res and key in part:
                 res[key] = part[key]
+                cmd = "python benchmarks/esc10.py" + (
+                    " --quick" if part["settings"]["quick"] else ""
+                )
+                res.setdefault("_sections_from", {})[key] = cmd
     return res
 
 
