@@ -142,31 +142,20 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
 
     def _nmf(self, n_components: int, batch_size: int | None = None) -> NMF | MiniBatchNMF:
         batch_size = batch_size or self.batch_size
+        common = {
+            "n_components": n_components,
+            "beta_loss": self.beta_loss,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "init": self.init,
+            "alpha_W": self.alpha_W,
+            "l1_ratio": self.l1_ratio,
+            "random_state": self.random_state,
+            "verbose": self.verbose,
+        }
         if batch_size is not None:
-            return MiniBatchNMF(
-                n_components=n_components,
-                batch_size=batch_size,
-                beta_loss=self.beta_loss,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                init=self.init,
-                alpha_W=self.alpha_W,
-                l1_ratio=self.l1_ratio,
-                random_state=self.random_state,
-                verbose=self.verbose,
-            )
-        return NMF(
-            n_components=n_components,
-            beta_loss=self.beta_loss,
-            solver=self.solver,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            init=self.init,
-            alpha_W=self.alpha_W,
-            l1_ratio=self.l1_ratio,
-            random_state=self.random_state,
-            verbose=self.verbose,
-        )
+            return MiniBatchNMF(batch_size=batch_size, **common)
+        return NMF(solver=self.solver, **common)
 
     def _frames(self, X, *, reset: bool) -> tuple[np.ndarray, int | None]:
         """Rows of spectra (frames x F) from either input form, and the clip count if clips."""
