@@ -168,15 +168,25 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         a constant (Hann with ``hop_length <= n_fft // 4``, the default), the result never has
         more energy than the clip for a mask in [0, 1].
         """
-        from .explain import masked_spectrum
-
         check_is_fitted(self)
         x = torch.as_tensor(waveforms)
-        mask = torch.as_tensor(mask)
-        hop, n = self.hop_length_, x.shape[-1]
-        frames = -(-(self.n_fft // 2 + hop) // hop)  # padding, in hops
-        pad = frames * hop
-        S = self.stft(torch.nn.functional.pad(x, (pad, pad)))
+        padded = self._padded_stft(x)
+        with torch.no_grad():
+            return self._masked_audio(padded, torch.as_tensor(mask), x.shape[-1], domain).numpy()
+
+    def _padded_stft(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """STFT of the clips zero-padded by whole hops (see :meth:`apply_mask`), and the padding
+        in frames."""
+        hop = self.hop_length_
+        frames = -(-(self.n_fft // 2 + hop) // hop)
+        return self.stft(torch.nn.functional.pad(x, (frames * hop, frames * hop))), frames
+
+    def _masked_audio(self, padded, mask: torch.Tensor, n: int, domain: str) -> torch.Tensor:
+        """Differentiable core of :meth:`apply_mask`: ``padded`` from :meth:`_padded_stft`."""
+        from .explain import masked_spectrum
+
+        S, frames = padded
+        pad = frames * self.hop_length_
         if mask.shape[-1] + 2 * frames != S.shape[-1]:
             raise ValueError(
                 f"mask has {mask.shape[-1]} frames; expected {S.shape[-1] - 2 * frames}, the "
@@ -191,7 +201,7 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
             dim=-1,
         )
         out = self._istft_torch(masked_spectrum(S, M, domain), n + 2 * pad)
-        return out[..., pad : pad + n].numpy()
+        return out[..., pad : pad + n]
 
     def fit_length(self, waveforms) -> np.ndarray:
         """Apply the length policy: zero-pad or trim every clip to ``n_samples_``."""

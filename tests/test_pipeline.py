@@ -93,8 +93,13 @@ def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
     top = ex.relevance.max(1)
     assert ex.relevance.shape == (4, 8)
     assert np.all(np.isclose(top, 1) | (top <= 1e-5)) and np.isclose(top, 1).any()
-    for sel, r in zip(ex.selected, ex.relevance, strict=True):
+    # the interpreter's own selection (no refinement) keeps the positively relevant components;
+    # either way they are listed most relevant first
+    plain = explain(fitted, test.waveforms[:4], refine_steps=0)
+    for sel, r in zip(plain.selected, plain.relevance, strict=True):
         assert (r[sel] > 0).all() and list(sel) == sorted(sel, key=lambda k: -r[k])
+    for sel, r in zip(ex.selected, ex.relevance, strict=True):
+        assert list(sel) == sorted(sel, key=lambda k: -r[k])
     # official selection keeps fewer components
     official = explain(fitted, test.waveforms[:4], top_k=5, threshold=0.2)
     assert all(len(s) <= 5 for s in official.selected)
@@ -103,6 +108,59 @@ def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
     ragged = explain(fitted, [test.waveforms[0], test.waveforms[1][:5000]])
     assert [len(w) for w in ragged.waveforms] == [8000, 5000]
     assert np.asarray(explain(fitted, test.waveforms[0]).waveforms).shape == (1, 8000)
+
+
+def _faithfulness_objective(clf, interp, x, ex):
+    """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M), per clip."""
+    rows = np.arange(len(x))
+    logp_in = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.waveforms)), -1).numpy()
+    logp_out = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.residuals)), -1).numpy()
+    ce_in, ce_out = -logp_in[rows, ex.classes], -logp_out[rows, ex.classes]
+    masks = np.stack(ex.masks).mean(axis=(1, 2))
+    return ce_in - np.minimum(ce_out, np.log(logp_in.shape[1])) + interp.mask_penalty * masks
+
+
+def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
+    clf, _, test, _, _ = setup
+    x = test.waveforms[:8]
+    plain = explain(fitted, x, refine_steps=0)
+    refined = explain(fitted, x, refine_steps=10)
+    assert refined.settings["refine_steps"] == 10 and plain.settings["refine_steps"] == 0
+    np.testing.assert_array_equal(refined.classes, plain.classes)
+    before = _faithfulness_objective(clf, fitted[-1], x, plain)
+    after = _faithfulness_objective(clf, fitted[-1], x, refined)
+    assert np.all(after <= before + 1e-3), (before, after)
+    # where the interpreter's selection leaves room (here: a threshold that keeps nothing, so the
+    # explanation is silent), refinement finds the components the classifier needs
+    empty = explain(fitted, x, refine_steps=0, threshold=1.5)
+    assert all(len(s) == 0 for s in empty.selected)
+    found = explain(fitted, x, refine_steps=10, threshold=1.5)
+    assert sum(len(s) > 0 for s in found.selected) >= 3, found.selected
+    start = _faithfulness_objective(clf, fitted[-1], x, empty)
+    better = _faithfulness_objective(clf, fitted[-1], x, found)
+    assert np.all(better <= start + 1e-3) and better.mean() < start.mean() - 0.1, (start, better)
+    # the refined explanation is still a sum of the interpreter's components, and still audio
+    # that splits the input in two
+    np.testing.assert_allclose(refined.waveforms + refined.residuals, x, atol=1e-5)
+    assert all(m.min() >= 0 and m.max() <= 1 for m in refined.masks)
+    # the default refines (single-label)
+    assert explain(fitted, x[:2]).settings["refine_steps"] > 0
+    # an energy penalty makes the explanations keep less of the clips' energy
+    lean = explain(fitted, x, refine_steps=10, energy_penalty=5.0)
+    kept = lambda e: (np.asarray(e.waveforms) ** 2).sum() / (x**2).sum()  # noqa: E731
+    assert kept(lean) < kept(refined), (kept(lean), kept(refined))
+
+
+@pytest.mark.parametrize("penalty", [-0.5, float("nan"), "1"])
+def test_bad_energy_penalty_is_named(setup, fitted, penalty):
+    with pytest.raises(ValueError, match="energy_penalty"):
+        explain(fitted, setup[2].waveforms[:1], energy_penalty=penalty)
+
+
+@pytest.mark.parametrize("steps", [-1, 2.5, "10"])
+def test_bad_refine_steps_are_named(setup, fitted, steps):
+    with pytest.raises(ValueError, match="refine_steps"):
+        explain(fitted, setup[2].waveforms[:1], refine_steps=steps)
 
 
 def test_write_wavs(setup, fitted, tmp_path):
