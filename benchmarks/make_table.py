@@ -134,6 +134,11 @@ def render(res: dict, src: str) -> str:
             f"| cost | explain / (forward+STFT+ISTFT) | <= 1.5 | {ev['ratio']:.2f} | "
             f"{'yes' if ev['ratio'] <= 1.5 else '**no**'} |"
         )
+        if "ratio_no_refinement" in ev:
+            r0 = ev["ratio_no_refinement"]
+            lines.append(
+                f"| cost | same, `refine_steps=0` | <= 1.5 | {r0:.2f} | {'yes' if r0 <= 1.5 else '**no**'} |"
+            )
     fc = cost.get("fit_cached_vs_recomputed", {})
     if "speedup" in fc:
         lines.append(
@@ -195,7 +200,14 @@ def render(res: dict, src: str) -> str:
             lines.append(
                 f"- explain {ev['explain_seconds']:.2f} s vs classifier forward + STFT + ISTFT "
                 f"{ev['forward_stft_istft_seconds']:.2f} s on the same {ev['batch']} clips: "
-                f"**{ev['ratio']:.2f}x**."
+                f"**{ev['ratio']:.2f}x**"
+                + (
+                    f" with the default refinement ({ev['refine_steps']} steps); "
+                    f"{ev['explain_no_refinement_seconds']:.2f} s, **{ev['ratio_no_refinement']:.2f}x**, "
+                    "with `refine_steps=0`."
+                    if "ratio_no_refinement" in ev
+                    else " (measured before explain refined its selection: that is `refine_steps=0`)."
+                )
             )
         if "speedup" in fc:
             lines.append(
