@@ -131,7 +131,9 @@ def render(res: dict, src: str) -> str:
     ev = cost.get("explain_vs_forward_stft_istft")
     if ev:
         lines.append(
-            f"| cost | explain / (forward+STFT+ISTFT) | <= 1.5 | {ev['ratio']:.2f} | "
+            "| cost | explain / (forward+STFT+ISTFT)"
+            + ("" if "ratio_no_refinement" in ev else " (run before refinement: `refine_steps=0`)")
+            + f" | <= 1.5 | {ev['ratio']:.2f} | "
             f"{'yes' if ev['ratio'] <= 1.5 else '**no**'} |"
         )
         if "ratio_no_refinement" in ev:
