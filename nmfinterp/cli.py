@@ -505,6 +505,7 @@ def _explain_inputs(args):
         classes=classes,
         top_k=args.top_k,
         threshold=args.threshold,
+        refine_steps=args.refine_steps,
         verbose=args.verbose,
     )
     names = _clip_names(paths, args.inputs)
@@ -577,14 +578,18 @@ def _cmd_bench(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, least: int = 1) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not positive")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{v} is not {'positive' if least == 1 else '>= 0'}")
     return v
+
+
+def _count(text: str) -> int:
+    return _positive_int(text, least=0)
 
 
 def _positive_float(text: str) -> float:
@@ -614,6 +619,14 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="keep components with relevance above this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--refine-steps",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="refine the selection through the classifier in N steps (default: 20 for "
+        "single-label models; 0: the interpreter's selection alone, much faster)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="progress bars")
 

@@ -106,6 +106,20 @@ def test_explain_a_chosen_class_by_name(corpus, fitted, tmp_path):
     assert [p.name for p in out.iterdir()] == [f"{clip.stem}_as_siren_explanation.wav"]
 
 
+def test_refine_steps_reach_explain(corpus, fitted, tmp_path, capsys):
+    root, _, _ = corpus
+    clip = next((root / "clips" / "rain").iterdir())
+    out = tmp_path / "o"
+    assert main(["explain", str(fitted), str(clip), "-o", str(out), "--refine-steps", "0"]) == 0
+    x, _ = sf.read(clip, dtype="float32")
+    ex = explain(joblib.load(fitted), x[None], refine_steps=0)
+    wav, _ = sf.read(next(out.iterdir()), dtype="float32")
+    np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+    capsys.readouterr()
+    assert main(["explain", str(fitted), str(clip), "-o", str(out), "--refine-steps", "-1"]) == 2
+    assert "--refine-steps" in capsys.readouterr().err
+
+
 def test_report_command_writes_a_self_contained_html(corpus, fitted, tmp_path):
     root, _, _ = corpus
     metrics = tmp_path / "m.json"
