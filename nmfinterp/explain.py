@@ -123,9 +123,10 @@ class _Faithfulness:
         self.dev = classifier_device(interpreter.classifier)
         self.x = x.to(self.dev)
         self.padded = interpreter.spectrogram_._padded_stft(self.x)
-        S, frames = self.padded
-        power = S.abs()[..., frames : S.shape[-1] - frames] ** 2
-        self.power = power / power.sum(dim=(1, 2), keepdim=True).clamp_min(1e-20)
+        if energy_penalty:  # each bin's share of the clip's energy, on the mask's frame grid
+            S, frames = self.padded
+            power = S.abs()[..., frames : S.shape[-1] - frames] ** 2
+            self.power = power / power.sum(dim=(1, 2), keepdim=True).clamp_min(1e-20)
         self.cls = classes.to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
         self.params = {k: v.detach() for k, v in interpreter.classifier.named_parameters()}
@@ -173,7 +174,7 @@ def refine_selection(
     components with a refined weight above 0.5 (at most ``top_k``) are kept, unless the
     interpreter's own selection (``r > 0``) scores better on that objective for that clip: refining
     never makes a clip's explanation less faithful by this measure. Costs ``steps`` forward and
-    backward passes of the classifier on twice the batch, plus one forward on four times it.
+    backward passes of the classifier on twice the batch, plus two forward passes on it.
     """
     from .hooks import frozen
 
@@ -189,20 +190,12 @@ def refine_selection(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        with torch.no_grad():  # both selections scored in one pass (4 x the batch)
+        with torch.no_grad():
             start = select_components(r, top_k, 0.0)
             refined = select_components(logit.detach(), top_k, 0.0)
-            pair = _Faithfulness(
-                interpreter,
-                torch.cat([x, x]),
-                torch.cat([classes, classes]),
-                mask_domain,
-                energy_penalty,
-            )
-            scores = pair(soft_mask(W, torch.cat([H, H]), torch.cat([start, refined]).float()))
-            n = len(x)
-    better = (scores[n:] <= scores[:n]).cpu()
-    return torch.where(better[:, None], refined, start)
+            before = objective(soft_mask(W, H, start.float()))
+            after = objective(soft_mask(W, H, refined.float()))
+    return torch.where((after <= before).cpu()[:, None], refined, start)
 
 
 @dataclass
