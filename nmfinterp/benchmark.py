@@ -80,7 +80,8 @@ CONDITIONS = {
 METHODS = [
     "nmfinterp",
     "nmfinterp, no refinement",
-    "nmfinterp, energy_penalty=0.5",
+    "nmfinterp, energy_penalty=0",
+    "nmfinterp, per-clip gates, energy_penalty=0",
     "L2I, official selection",
     "L2I loss, nmfinterp selection",
     "random components",
@@ -293,8 +294,13 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return np.stack(
             explain(pipes["nmfinterp"], x, classes=classes, refine_steps=0).masks
         ), "linear"
-    if method == "nmfinterp, energy_penalty=0.5":
-        ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.5)
+    if method == "nmfinterp, energy_penalty=0":
+        ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.0)
+        return np.stack(ex.masks), "linear"
+    if method == "nmfinterp, per-clip gates, energy_penalty=0":
+        ex = explain(
+            pipes["nmfinterp"], x, classes=classes, per_frame=False, energy_penalty=0.0
+        )
         return np.stack(ex.masks), "linear"
     if method == "L2I, official selection":
         return np.stack(explain(pipes["l2i"], x, classes=classes, **OFFICIAL).masks), "log"

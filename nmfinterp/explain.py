@@ -21,6 +21,8 @@ from ._validation import check_waveforms
 _EPS = 1e-8
 #: refinement steps explain() takes by default (single-label); measured in docs/benchmarks.md
 REFINE_STEPS = 20
+#: weight of the kept energy share in the refinement's objective by default (docs/benchmarks.md)
+ENERGY_PENALTY = 1.0
 
 
 def relevance(
@@ -79,12 +81,14 @@ def select_components(
 
 
 def soft_mask(W: torch.Tensor, H: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """M = (Σ_k weight_k w_k h_kᵀ) / (W H + ε), in [0, 1], ``(n_clips, F, T)``.
+    """M = (Σ_k w_k (g_k ⊙ h_k)ᵀ) / (W H + ε), in [0, 1], ``(n_clips, F, T)``.
 
-    ``weights`` ``(n_clips, K)`` are 0/1 for a hard selection (or in [0, 1] for a soft one).
+    ``weights`` g are 0/1 for a hard selection (or in [0, 1] for a soft one): ``(n_clips, K)``, one
+    per component for the whole clip, or ``(n_clips, K, T)``, one per component and frame.
     """
     full = torch.einsum("fk,nkt->nft", W, H)
-    part = torch.einsum("fk,nkt->nft", W, H * weights[:, :, None])
+    g = weights[:, :, None] if weights.dim() == 2 else weights
+    part = torch.einsum("fk,nkt->nft", W, H * g)
     return (part / (full + _EPS)).clamp(0.0, 1.0)
 
 
@@ -154,34 +158,43 @@ def refine_selection(
     steps: int,
     *,
     top_k: int | None = None,
+    per_frame: bool = True,
     mask_domain: str = "linear",
-    energy_penalty: float = 0.0,
+    energy_penalty: float = ENERGY_PENALTY,
     lr: float = 0.5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
-    """Components to keep, boolean ``(n_clips, K)``, refined through the frozen classifier.
+    """Components to keep, boolean gates ``(n_clips, K, T)``, refined through the frozen classifier.
 
     Starts from the interpreter's soft selection ``sigmoid(r / temperature)`` (the one its
     faithfulness term trains with; ``r`` is the relevance minus the threshold) and takes ``steps``
-    Adam steps on the per-clip logits of the component weights to lower the faithfulness objective
-    of the decision itself, ``CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty ·
-    mean(M)``, where x_in is the clip re-synthesised through the mask of the weighted components
-    and c the explained class; ``energy_penalty > 0`` adds that weight times the share of the clip's
-    STFT energy the mask keeps (the explanation then drops loud parts the decision does not need:
-    on equal-level ESC-10 mixtures this moved the explanation toward the deciding source, at some
-    cost in Fid-In; docs/benchmarks.md). Only the K weights of each clip move (the dictionary, H and the
-    classifier are fixed), so the explanation stays a sum of the interpreter's components. The
-    components with a refined weight above 0.5 (at most ``top_k``) are kept, unless the
-    interpreter's own selection (``r > 0``) scores better on that objective for that clip: refining
-    never makes a clip's explanation less faithful by this measure. Costs ``steps`` forward and
-    backward passes of the classifier on twice the batch, plus two forward passes on it.
+    Adam steps on the logits of the gates to lower the faithfulness objective of the decision
+    itself, ``CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M) +
+    energy_penalty · E(x_in) / E(x)``, where x_in is the clip re-synthesised through the mask of
+    the gated components, c the explained class and E(x_in) / E(x) the share of the clip's STFT
+    energy the mask keeps (so the explanation drops loud parts the decision does not need, such
+    as an interfering source; docs/benchmarks.md measures it). With ``per_frame=True`` there is
+    one gate per component and frame (component k can be kept where it carries the decision and
+    dropped where it does not: on ESC-10 mixtures this was more faithful and kept less of the
+    interfering source than one gate per component); ``per_frame=False`` has one gate per
+    component for the whole clip (returned broadcast over the frames). Only the gates move (the
+    dictionary, H and the classifier are fixed), so the explanation stays a sum of the
+    interpreter's components. Gates whose refined value is above 0.5 are kept (at most ``top_k``
+    components per clip, by relevance), unless the interpreter's own selection (``r > 0``) scores
+    better on that objective for that clip: refining never makes a clip's explanation worse by
+    this measure. Costs ``steps`` forward and backward passes of the classifier on twice the
+    batch, plus two forward passes on it.
     """
     from .hooks import frozen
 
     W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
     objective = _Faithfulness(interpreter, x, classes, mask_domain, energy_penalty)
-    # clamped so that a few steps can flip any component (Adam moves each logit ~lr per step)
-    logit = (r / temperature).clamp(-3.0, 3.0).clone().requires_grad_(True)
+    T = H.shape[-1]
+    # clamped so that a few steps can flip any gate (Adam moves each logit ~lr per step)
+    start_logit = (r / temperature).clamp(-3.0, 3.0)
+    if per_frame:
+        start_logit = start_logit[:, :, None].expand(-1, -1, T)
+    logit = start_logit.clone().requires_grad_(True)
     opt = torch.optim.Adam([logit], lr=lr)
     with frozen(interpreter.classifier):
         with torch.enable_grad():
@@ -191,11 +204,15 @@ def refine_selection(
                 loss.backward()
                 opt.step()
         with torch.no_grad():
-            start = select_components(r, top_k, 0.0)
-            refined = select_components(logit.detach(), top_k, 0.0)
+            start = select_components(r, top_k, 0.0)[:, :, None].expand(-1, -1, T)
+            refined = logit.detach() > 0
+            if not per_frame:
+                refined = select_components(logit.detach(), top_k, 0.0)[:, :, None].expand(-1, -1, T)
+            elif top_k is not None and top_k < r.shape[1]:
+                refined = refined & select_components(r, top_k, -float("inf"))[:, :, None]
             before = objective(soft_mask(W, H, start.float()))
             after = objective(soft_mask(W, H, refined.float()))
-    return torch.where((after <= before).cpu()[:, None], refined, start)
+    return torch.where((after <= before).cpu()[:, None, None], refined, start)
 
 
 @dataclass
@@ -218,6 +235,10 @@ class Explanations:
         The soft masks applied to the inputs' spectrograms.
     activations : list of ndarray (K, T)
         The interpreter's H.
+    gates : list of ndarray (K, T) of bool
+        Where each component is kept: the mask is ``soft_mask(W, H, gates)``. With a whole-clip
+        selection every row is constant; with the per-frame refinement a component can be kept in
+        some frames and dropped in others.
     classifier_scores, interpreter_scores : ndarray (n_clips, n_classes)
         The classifier's outputs on the inputs and Θ's logits.
     sr : int
@@ -234,6 +255,7 @@ class Explanations:
     interpreter_scores: np.ndarray
     sr: int
     settings: dict = field(default_factory=dict)
+    gates: list | None = None
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -266,7 +288,8 @@ def explain_clips(
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
     refine_steps: int | None = None,
-    energy_penalty: float = 0.0,
+    per_frame: bool = True,
+    energy_penalty: float = ENERGY_PENALTY,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -296,6 +319,8 @@ def explain_clips(
         raise ValueError(f"refine_steps={refine_steps!r}; expected a non-negative integer or None.")
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
+    if not isinstance(per_frame, bool | np.bool_):
+        raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
         raise ValueError(
             "refine_steps > 0 needs a single-label classifier (it refines through the "
@@ -329,7 +354,8 @@ def explain_clips(
     net = interpreter.module_
     theta = net.theta.weight.detach()
     out: dict[str, list] = {
-        k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "cs", "is", "cls")
+        k: [None] * n
+        for k in ("wave", "res", "rel", "sel", "mask", "H", "gate", "cs", "is", "cls")
     }
     bar = tqdm(total=n, desc="explaining", unit="clip", disable=verbose <= 0)
     for idx_all in groups.values():
@@ -357,11 +383,12 @@ def explain_clips(
                         cls,
                         refine_steps,
                         top_k=top_k,
+                        per_frame=per_frame,
                         mask_domain=mask_domain,
                         energy_penalty=energy_penalty,
                     )
                 else:
-                    keep = select_components(r, top_k, threshold)
+                    keep = select_components(r, top_k, threshold)[:, :, None].expand_as(H)
                 M = soft_mask(W, H, keep.float())
                 wave = spec.apply_mask(x, M, mask_domain)
             for j, i in enumerate(idx):
@@ -369,9 +396,10 @@ def explain_clips(
                 out["wave"][i] = wave[j].astype(np.float32)
                 out["res"][i] = (clips[i] - wave[j]).astype(np.float32)
                 out["rel"][i] = r[j].numpy()
-                out["sel"][i] = order[keep[j][order]].numpy()
+                out["sel"][i] = order[keep[j].any(dim=-1)[order]].numpy()
                 out["mask"][i] = M[j].numpy()
                 out["H"][i] = H[j].numpy()
+                out["gate"][i] = keep[j].numpy().copy()
                 out["cs"][i] = scores[j].numpy()
                 out["is"][i] = logits[j].numpy()
                 out["cls"][i] = int(cls[j])
@@ -386,6 +414,7 @@ def explain_clips(
         selected=out["sel"],
         masks=out["mask"],
         activations=out["H"],
+        gates=out["gate"],
         classifier_scores=np.stack(out["cs"]),
         interpreter_scores=np.stack(out["is"]),
         sr=spec.sr,
@@ -395,6 +424,7 @@ def explain_clips(
             "mask_domain": mask_domain,
             "relevance_mode": relevance_mode,
             "refine_steps": refine_steps,
+            "per_frame": per_frame,
             "energy_penalty": energy_penalty,
             "single": single,
         },
@@ -412,7 +442,8 @@ def explain(
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
     refine_steps: int | None = None,
-    energy_penalty: float = 0.0,
+    per_frame: bool = True,
+    energy_penalty: float = ENERGY_PENALTY,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -451,10 +482,13 @@ def explain(
         multi-label ones; ``0``: the interpreter's selection alone (L2I's procedure, ~40x faster;
         docs/benchmarks.md measures both). Each step costs a forward and backward pass of the
         classifier on twice the batch.
-    energy_penalty : float, default=0.0
+    per_frame : bool, default=True
+        With refinement, keep or drop each component frame by frame (True: the component can be
+        kept where it carries the decision and dropped elsewhere) or for the whole clip (False).
+    energy_penalty : float, default=1.0
         With refinement, also penalise the share of the clip's energy the explanation keeps (see
         :func:`refine_selection`): higher values drop more of what the decision does not need,
-        e.g. an interfering source, and keep less of the rest.
+        e.g. an interfering source, and keep less of the rest; ``0`` asks only for faithfulness.
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
@@ -477,6 +511,7 @@ def explain(
         mask_domain=mask_domain,
         relevance_mode=relevance_mode,
         refine_steps=refine_steps,
+        per_frame=per_frame,
         energy_penalty=energy_penalty,
         batch_size=batch_size,
         sr=sr,

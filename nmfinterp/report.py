@@ -74,6 +74,9 @@ def component_audio(
 ) -> np.ndarray:
     """The audio of one component alone for one clip: mask w_k h_kᵀ / (W H + ε) on the input.
 
+    h_k is taken in the frames where the explanation keeps the component
+    (``explanations.gates``), or in every frame when it keeps it nowhere.
+
     The mask is applied the way the explanation's was (``explanations.settings["mask_domain"]``)
     and turned back into audio with the input's own phase; same length as the input.
 
@@ -95,8 +98,14 @@ def component_audio(
     if not 0 <= component < K:
         raise ValueError(f"component={component} out of range; the dictionary has 0..{K - 1}.")
     H = torch.as_tensor(np.asarray(explanations.activations[index]), dtype=torch.float32)[None]
-    weights = torch.zeros(1, K)
-    weights[0, component] = 1.0
+    # the component where the explanation keeps it (every frame for a whole-clip selection, or
+    # when it was not selected: then its whole part of the clip)
+    weights = torch.zeros(1, K, H.shape[-1])
+    gates = explanations.gates[index] if explanations.gates is not None else None
+    if gates is not None and np.asarray(gates)[component].any():
+        weights[0, component] = torch.as_tensor(np.asarray(gates)[component], dtype=torch.float32)
+    else:
+        weights[0, component] = 1.0
     M = soft_mask(W, H, weights)
     x = input_waveform(explanations, index)
     S = spec.stft(x[None])

@@ -19,6 +19,7 @@ from nmfinterp import (
 )
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
 from nmfinterp.datasets import make_synthetic_sounds
+from nmfinterp.explain import soft_mask
 
 SR = 16000
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -110,14 +111,25 @@ def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
     assert np.asarray(explain(fitted, test.waveforms[0]).waveforms).shape == (1, 8000)
 
 
-def _faithfulness_objective(clf, interp, x, ex):
-    """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M), per clip."""
+def _faithfulness_objective(clf, interp, x, ex, energy_penalty=None):
+    """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M)
+    + energy_penalty·(share of the clip's STFT energy under the mask), per clip."""
     rows = np.arange(len(x))
     logp_in = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.waveforms)), -1).numpy()
     logp_out = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.residuals)), -1).numpy()
     ce_in, ce_out = -logp_in[rows, ex.classes], -logp_out[rows, ex.classes]
-    masks = np.stack(ex.masks).mean(axis=(1, 2))
-    return ce_in - np.minimum(ce_out, np.log(logp_in.shape[1])) + interp.mask_penalty * masks
+    masks = np.stack(ex.masks)
+    if energy_penalty is None:
+        energy_penalty = ex.settings["energy_penalty"]
+    S, pad = interp.spectrogram_._padded_stft(torch.as_tensor(x))
+    power = (S.abs() ** 2).numpy()[..., pad : S.shape[-1] - pad]
+    share = (masks * power).sum(axis=(1, 2)) / power.sum(axis=(1, 2))
+    return (
+        ce_in
+        - np.minimum(ce_out, np.log(logp_in.shape[1]))
+        + interp.mask_penalty * masks.mean(axis=(1, 2))
+        + energy_penalty * share
+    )
 
 
 def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
@@ -127,16 +139,18 @@ def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
     refined = explain(fitted, x, refine_steps=10)
     assert refined.settings["refine_steps"] == 10 and plain.settings["refine_steps"] == 0
     np.testing.assert_array_equal(refined.classes, plain.classes)
-    before = _faithfulness_objective(clf, fitted[-1], x, plain)
+    # judged by the objective the refinement lowers (with the refined call's energy penalty)
+    before = _faithfulness_objective(clf, fitted[-1], x, plain, refined.settings["energy_penalty"])
     after = _faithfulness_objective(clf, fitted[-1], x, refined)
     assert np.all(after <= before + 1e-3), (before, after)
     # where the interpreter's selection leaves room (here: a threshold that keeps nothing, so the
     # explanation is silent), refinement finds the components the classifier needs
     empty = explain(fitted, x, refine_steps=0, threshold=1.5)
     assert all(len(s) == 0 for s in empty.selected)
-    found = explain(fitted, x, refine_steps=10, threshold=1.5)
+    # (faithfulness alone: the energy penalty would also ask it to keep little)
+    found = explain(fitted, x, refine_steps=10, threshold=1.5, energy_penalty=0.0)
     assert sum(len(s) > 0 for s in found.selected) >= 3, found.selected
-    start = _faithfulness_objective(clf, fitted[-1], x, empty)
+    start = _faithfulness_objective(clf, fitted[-1], x, empty, found.settings["energy_penalty"])
     better = _faithfulness_objective(clf, fitted[-1], x, found)
     assert np.all(better <= start + 1e-3) and better.mean() < start.mean() - 0.1, (start, better)
     # the refined explanation is still a sum of the interpreter's components, and still audio
@@ -149,6 +163,33 @@ def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
     lean = explain(fitted, x, refine_steps=10, energy_penalty=5.0)
     kept = lambda e: (np.asarray(e.waveforms) ** 2).sum() / (x**2).sum()  # noqa: E731
     assert kept(lean) < kept(refined), (kept(lean), kept(refined))
+
+
+def test_gates_say_where_each_component_is_kept(setup, fitted):
+    _, _, test, _, _ = setup
+    x = test.waveforms[:4]
+    W = torch.as_tensor(fitted[1].dictionary_, dtype=torch.float32)
+    for params in ({}, {"per_frame": False}, {"refine_steps": 0}):
+        ex = explain(fitted, x, **params)
+        for j in range(len(x)):
+            g = ex.gates[j]
+            assert g.dtype == bool and g.shape == ex.activations[j].shape
+            # the mask is the gated components' share, and `selected` the components kept anywhere
+            H = torch.as_tensor(ex.activations[j])[None]
+            mask = soft_mask(W, H, torch.as_tensor(g, dtype=torch.float32)[None])[0].numpy()
+            np.testing.assert_allclose(ex.masks[j], mask, atol=1e-6)
+            assert set(ex.selected[j].tolist()) == set(np.flatnonzero(g.any(1)).tolist())
+            if params:  # one gate per component for the whole clip
+                assert (g == g[:, :1]).all()
+    # per frame, some component is kept in some frames and dropped in others
+    ex = explain(fitted, x, refine_steps=20)
+    assert any(((g.any(1)) & ~g.all(1)).any() for g in ex.gates)
+
+
+@pytest.mark.parametrize("per_frame", [1, "yes", None])
+def test_bad_per_frame_is_named(setup, fitted, per_frame):
+    with pytest.raises(ValueError, match="per_frame"):
+        explain(fitted, setup[2].waveforms[:1], per_frame=per_frame)
 
 
 @pytest.mark.parametrize("penalty", [-0.5, float("nan"), "1"])
