@@ -16,7 +16,9 @@
 4. Every explainer is asked to explain the classifier's decision on each input, and every one goes
    through the same mask -> ISTFT path: nmfinterp; L2I with its official selection; L2I's loss with
    nmfinterp's selection; random components; all components; captum saliency, integrated gradients
-   and occlusion; an L-MAC-style decoder; a black-box NMF explainer. Per method and condition: FF,
+   and occlusion; an L-MAC-style decoder; a black-box NMF explainer; and, on mixtures, an oracle
+   that gates nmfinterp's own components with the true sources (an upper bound for a choice of
+   gates, not an explainer). Per method and condition: FF,
    AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95% CI), and for mixtures the
    SI-SDR of the explanation against the deciding source and against the other source, the SI-SDR
    of the mixture itself, and the deciding source's share of the explanation's energy. Mixtures
@@ -57,7 +59,7 @@ from .baselines import (
 from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
 from .demo import LAYERS, build_pipeline
-from .explain import REFINE_STEPS, explain
+from .explain import REFINE_STEPS, explain, soft_mask
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
 from .metrics import si_sdr as _si_sdr
 
@@ -86,6 +88,7 @@ METHODS = [
     "L2I loss, nmfinterp selection",
     "random components",
     "all components",
+    "oracle gates (true sources)",
     "saliency",
     "integrated gradients",
     "occlusion",
@@ -286,7 +289,24 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     return pipe, time.perf_counter() - t
 
 
-def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions):
+def oracle_gate_masks(W, spectrogram, activations, deciding, other) -> np.ndarray:
+    """Masks from nmfinterp's own components and H, gated with the true sources (an upper bound).
+
+    Component k is kept in frame t when its pattern correlates more with the deciding source's
+    log-magnitude there than with the other's: Σ_f W_fk (V_d − V_o)_ft > 0. Not an explainer (it
+    reads the sources); it shows how far a choice of gates over these components could go.
+    """
+    from .spectrogram import log_magnitude
+
+    W = torch.as_tensor(np.asarray(W), dtype=torch.float32)
+    H = torch.as_tensor(np.stack(activations), dtype=torch.float32)
+    Vd = log_magnitude(spectrogram.stft(torch.as_tensor(deciding)))
+    Vo = log_magnitude(spectrogram.stft(torch.as_tensor(other)))
+    gates = (torch.einsum("fk,nft->nkt", W, Vd - Vo) > 0).float()
+    return soft_mask(W, H, gates).numpy()
+
+
+def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources):
     """Masks of one method for clips ``x`` and the domain they apply in."""
     if method == "nmfinterp":
         return np.stack(ex.masks), "linear"
@@ -298,9 +318,7 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.0)
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, per-clip gates, energy_penalty=0":
-        ex = explain(
-            pipes["nmfinterp"], x, classes=classes, per_frame=False, energy_penalty=0.0
-        )
+        ex = explain(pipes["nmfinterp"], x, classes=classes, per_frame=False, energy_penalty=0.0)
         return np.stack(ex.masks), "linear"
     if method == "L2I, official selection":
         return np.stack(explain(pipes["l2i"], x, classes=classes, **OFFICIAL).masks), "log"
@@ -312,6 +330,9 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return random_component_masks(W, ex.activations, n_selected), "linear"
     if method == "all components":
         return all_masks(spec, x), "linear"
+    if method == "oracle gates (true sources)":
+        W = pipes["nmfinterp"][1].dictionary_
+        return oracle_gate_masks(W, spec, ex.activations, *sources), "linear"
     if method == "L-MAC-style decoder":
         return lmac.masks(x, classes), "linear"
     if method == "black-box NMF":
@@ -367,9 +388,11 @@ def run_methods(
         ex = explain(nmf_pipe, x, classes=classes)
         t_ex = time.perf_counter() - t
         for method in methods:
+            if method.startswith("oracle") and deciding is None:
+                continue  # no second source to tell apart
             t = time.perf_counter()
             masks, domain = _method_masks(
-                method, x, classes, ex, pipes, spec, lmac, blackbox, attributions
+                method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, (deciding, other)
             )
             seconds = time.perf_counter() - t + (t_ex if method == "nmfinterp" else 0.0)
             r = score_masks(probs, spec, x, masks, classes, deciding, other, domain)

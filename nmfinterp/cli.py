@@ -506,6 +506,8 @@ def _explain_inputs(args):
         top_k=args.top_k,
         threshold=args.threshold,
         refine_steps=args.refine_steps,
+        per_frame=not args.per_clip_gates,
+        **({} if args.energy_penalty is None else {"energy_penalty": args.energy_penalty}),
         verbose=args.verbose,
     )
     names = _clip_names(paths, args.inputs)
@@ -592,14 +594,20 @@ def _count(text: str) -> int:
     return _positive_int(text, least=0)
 
 
-def _positive_float(text: str) -> float:
+def _positive_float(text: str, least: float | None = None) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
+    if least is None and not v > 0:
         raise argparse.ArgumentTypeError(f"{v} is not positive")
+    if least is not None and not v >= least:
+        raise argparse.ArgumentTypeError(f"{v} is not >= {least:g}")
     return v
+
+
+def _non_negative_float(text: str) -> float:
+    return _positive_float(text, least=0.0)
 
 
 def _explain_options(p: argparse.ArgumentParser) -> None:
@@ -627,6 +635,20 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="refine the selection through the classifier in N steps (default: 20 for "
         "single-label models; 0: the interpreter's selection alone, much faster)",
+    )
+    p.add_argument(
+        "--energy-penalty",
+        type=_non_negative_float,
+        default=None,
+        metavar="X",
+        help="with refinement, weight of the share of the clip's energy kept (default: 1.0; "
+        "0: faithfulness alone)",
+    )
+    p.add_argument(
+        "--per-clip-gates",
+        action="store_true",
+        help="with refinement, keep or drop each component for the whole clip instead of frame "
+        "by frame",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="progress bars")
 

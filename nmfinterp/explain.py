@@ -207,7 +207,9 @@ def refine_selection(
             start = select_components(r, top_k, 0.0)[:, :, None].expand(-1, -1, T)
             refined = logit.detach() > 0
             if not per_frame:
-                refined = select_components(logit.detach(), top_k, 0.0)[:, :, None].expand(-1, -1, T)
+                refined = select_components(logit.detach(), top_k, 0.0)[:, :, None].expand(
+                    -1, -1, T
+                )
             elif top_k is not None and top_k < r.shape[1]:
                 refined = refined & select_components(r, top_k, -float("inf"))[:, :, None]
             before = objective(soft_mask(W, H, start.float()))
@@ -354,8 +356,7 @@ def explain_clips(
     net = interpreter.module_
     theta = net.theta.weight.detach()
     out: dict[str, list] = {
-        k: [None] * n
-        for k in ("wave", "res", "rel", "sel", "mask", "H", "gate", "cs", "is", "cls")
+        k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "gate", "cs", "is", "cls")
     }
     bar = tqdm(total=n, desc="explaining", unit="clip", disable=verbose <= 0)
     for idx_all in groups.values():

@@ -6,8 +6,16 @@ import torch
 
 from nmfinterp import SpectrogramTransformer
 from nmfinterp.baselines import all_masks
-from nmfinterp.benchmark import _decisions, _loudest, _speech_track, make_conditions, score_masks
+from nmfinterp.benchmark import (
+    _decisions,
+    _loudest,
+    _speech_track,
+    make_conditions,
+    oracle_gate_masks,
+    score_masks,
+)
 from nmfinterp.datasets import make_synthetic_sounds, rms
+from nmfinterp.metrics import energy_share
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +77,20 @@ def test_speech_track_and_loudest_window():
     x[700:800] = 1
     w = _loudest(x, 200)
     assert w.shape == (200,) and w.sum() == 100
+
+
+def test_oracle_gates_keep_the_deciding_sources_components():
+    sr, n = 8000, 4000
+    t = np.arange(n) / sr
+    low = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)[None]
+    high = (0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)[None]
+    spec = SpectrogramTransformer(sr=sr, n_fft=256).fit(low)
+    freqs = np.fft.rfftfreq(256, 1 / sr)
+    W = np.stack([np.abs(freqs - 300) < 100, np.abs(freqs - 3000) < 100], 1).astype(np.float32)
+    W /= np.linalg.norm(W, axis=0)
+    T = spec.stft(torch.as_tensor(low)).shape[-1]
+    H = [np.ones((2, T), np.float32)]
+    for deciding, other in ((low, high), (high, low)):
+        M = oracle_gate_masks(W, spec, H, deciding, other)
+        parts = [spec.apply_mask(src, torch.as_tensor(M)) for src in (deciding, other)]
+        assert energy_share(parts[0], parts[1])[0] > 0.99

@@ -120,6 +120,21 @@ def test_refine_steps_reach_explain(corpus, fitted, tmp_path, capsys):
     assert "--refine-steps" in capsys.readouterr().err
 
 
+def test_energy_penalty_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, capsys):
+    root, _, _ = corpus
+    clip = next((root / "clips" / "rain").iterdir())
+    out = tmp_path / "o"
+    args = ["--refine-steps", "5", "--energy-penalty", "0", "--per-clip-gates"]
+    assert main(["explain", str(fitted), str(clip), "-o", str(out), *args]) == 0
+    x, _ = sf.read(clip, dtype="float32")
+    ex = explain(joblib.load(fitted), x[None], refine_steps=5, energy_penalty=0.0, per_frame=False)
+    wav, _ = sf.read(next(out.iterdir()), dtype="float32")
+    np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+    capsys.readouterr()
+    assert main(["explain", str(fitted), str(clip), "-o", str(out), "--energy-penalty", "-1"]) == 2
+    assert "--energy-penalty" in capsys.readouterr().err
+
+
 def test_report_command_writes_a_self_contained_html(corpus, fitted, tmp_path):
     root, _, _ = corpus
     metrics = tmp_path / "m.json"

@@ -94,7 +94,9 @@ def test_refinement_makes_real_explanations_more_faithful(esc10):
 def test_per_frame_refinement_keeps_less_of_the_other_source(esc10):
     """On equal-level mixtures of real clips, gating each component frame by frame with the energy
     penalty (the default) leaves more of the explanation's energy to the deciding source than one
-    gate per component for the whole clip without it, and stays as faithful."""
+    gate per component for the whole clip without it, and stays as faithful. (The SI-SDR gap is
+    not claimed: a mask that drops parts of the deciding source lowers its SI-SDR too, and on
+    these models it went either way; docs/benchmarks.md reports it.)"""
     clf, pipe, _, test, _ = esc10
     default = evaluate_mixtures(pipe, clf, test, n_pairs=24, random_state=1)
     whole = evaluate_mixtures(
@@ -102,8 +104,6 @@ def test_per_frame_refinement_keeps_less_of_the_other_source(esc10):
     )
     assert len(default) == len(whole) >= 12
     share = lambda rows: np.mean([r["energy_share"] for r in rows])  # noqa: E731
-    gap = lambda rows: np.mean([r["si_sdr_deciding"] - r["si_sdr_other"] for r in rows])  # noqa: E731
     fid_in = lambda rows: np.mean([r["Fid-In"] for r in rows])  # noqa: E731
     assert share(default) > share(whole), (share(default), share(whole))
-    assert gap(default) > gap(whole), (gap(default), gap(whole))
     assert fid_in(default) >= fid_in(whole) - 0.1, (fid_in(default), fid_in(whole))
