@@ -273,11 +273,13 @@ def render(res: dict, src: str) -> str:
 
 
 def merge(parts: list[dict]) -> dict:
-    """The first run's results, with sections it skipped (``--skip``) taken from later runs."""
+    """The first run's results, with sections taken from later runs: those it skipped
+    (``--skip``), and those a later partial run (one that skipped the others) measured anew."""
     res = dict(parts[0])
     for part in parts[1:]:
+        partial = bool(part["settings"].get("skip"))
         for key in ("results", "silero", "cost"):
-            if key not in res and key in part:
+            if key in part and (key not in res or partial):
                 res[key] = part[key]
                 cmd = "python benchmarks/esc10.py" + (
                     " --quick" if part["settings"]["quick"] else ""
