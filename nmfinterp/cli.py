@@ -594,20 +594,25 @@ def _count(text: str) -> int:
     return _positive_int(text, least=0)
 
 
-def _positive_float(text: str, least: float | None = None) -> float:
+def _float(text: str) -> float:
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if least is None and not v > 0:
+
+
+def _positive_float(text: str) -> float:
+    v = _float(text)
+    if not v > 0:
         raise argparse.ArgumentTypeError(f"{v} is not positive")
-    if least is not None and not v >= least:
-        raise argparse.ArgumentTypeError(f"{v} is not >= {least:g}")
     return v
 
 
 def _non_negative_float(text: str) -> float:
-    return _positive_float(text, least=0.0)
+    v = _float(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{v} is not >= 0")
+    return v
 
 
 def _explain_options(p: argparse.ArgumentParser) -> None:

@@ -209,13 +209,13 @@ def refine_selection(
                 opt.step()
         with torch.no_grad():
             start = select_components(r, top_k, 0.0)[:, :, None].expand(-1, -1, T)
-            refined = logit.detach() > 0
             if not per_frame:
                 refined = select_components(logit.detach(), top_k, 0.0)[:, :, None].expand(
                     -1, -1, T
                 )
-            elif top_k is not None and top_k < r.shape[1]:
-                refined = refined & select_components(r, top_k, -float("inf"))[:, :, None]
+            else:  # at most top_k components, the most relevant ones
+                refined = logit.detach() > 0
+                refined &= select_components(r, top_k, -float("inf"))[:, :, None]
             before = objective(soft_mask(W, H, start.float()))
             after = objective(soft_mask(W, H, refined.float()))
     return torch.where((after <= before).cpu()[:, None, None], refined, start)
