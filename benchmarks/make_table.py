@@ -166,7 +166,7 @@ def render(res: dict, src: str) -> str:
     if skipped:
         lines += [
             "",
-            "Not run in this run (left out with `--methods` to fit the time): "
+            "Not run in this run (left out with `--methods`, or by `--quick`, to fit the time): "
             + ", ".join(skipped)
             + ". Earlier runs of theirs are in the git history of `benchmarks/results/`.",
         ]

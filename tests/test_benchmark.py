@@ -7,9 +7,12 @@ import torch
 from nmfinterp import SpectrogramTransformer
 from nmfinterp.baselines import all_masks
 from nmfinterp.benchmark import (
+    METHODS,
+    QUICK_SKIPS,
     _decisions,
     _loudest,
     _speech_track,
+    default_methods,
     make_conditions,
     oracle_gate_masks,
     score_masks,
@@ -94,3 +97,10 @@ def test_oracle_gates_keep_the_deciding_sources_components():
         M = oracle_gate_masks(W, spec, H, deciding, other)
         parts = [spec.apply_mask(src, torch.as_tensor(M)) for src in (deciding, other)]
         assert energy_share(parts[0], parts[1])[0] > 0.99
+
+
+def test_quick_runs_every_method_but_the_ablations_of_the_defaults():
+    full, quick = default_methods(False), default_methods(True)
+    assert full == METHODS
+    assert "nmfinterp" in quick and "L2I, official selection" in quick
+    assert set(full) - set(quick) == set(QUICK_SKIPS) and QUICK_SKIPS
