@@ -34,7 +34,7 @@ class InterpreterNet(nn.Module):
     non-negative activations per frame (ReLU), as in L2I's decoder.
     """
 
-    def __init__(self, layer_channels, n_components, n_classes, hidden=128, pooling="attention"):
+    def __init__(self, layer_channels, n_components, n_classes, hidden=64, pooling="attention"):
         super().__init__()
         self.pooling = pooling
         self.adapters = nn.ModuleList(
@@ -226,8 +226,9 @@ class InterpreterEstimator(BaseEstimator):
     spectrogram, dictionary : estimators or None
         Front end used only when ``fit`` is given raw waveforms instead of the output of a
         ``SpectrogramTransformer`` + ``NMFDictionary`` pipeline. ``None``: the defaults.
-    hidden : int, default=128
-        Width of the decoder.
+    hidden : int, default=64
+        Width of the decoder. On ESC-10 (K=100, two seeds) 64 was as faithful as 128, closer to
+        the classifier (top-1 fidelity 0.925 / 0.913 vs 0.913 / 0.838) and half Ψ's cost.
     pooling : {"attention", "max", "mean"}, default="attention"
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
@@ -347,7 +348,7 @@ class InterpreterEstimator(BaseEstimator):
         multilabel=False,
         spectrogram=None,
         dictionary=None,
-        hidden=128,
+        hidden=64,
         pooling="attention",
         alpha=10.0,
         beta=0.8,
