@@ -99,7 +99,7 @@ def test_oracle_gates_keep_the_deciding_sources_components():
         assert energy_share(parts[0], parts[1])[0] > 0.99
 
 
-def test_quick_runs_every_method_but_the_ablations_of_the_defaults():
+def test_quick_runs_every_method_but_the_costly_ablations():
     full, quick = default_methods(False), default_methods(True)
     assert full == METHODS
     assert "nmfinterp" in quick and "L2I, official selection" in quick
