@@ -6,6 +6,7 @@ python benchmarks/make_table.py [benchmarks/results/esc10.json] [docs/benchmarks
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def table(rows: dict, cols, first: str = "method") -> list[str]:
         lines.append(
             f"| {name} | "
             + " | ".join(cell(r.get(c), f) for c, f in cols)
-            + f" | {r.get('seconds_per_clip', float('nan')):.2f} |"
+            + (f" | {r['seconds_per_clip']:.2f} |" if "seconds_per_clip" in r else " | – |")
         )
     return lines
 
@@ -216,7 +217,7 @@ def render(res: dict, src: str) -> str:
         if cost.get("settings"):
             cs = cost["settings"]
             lines += [
-                f"Run with `{' '.join(['python benchmarks/esc10.py', *cs['command_args']])}` "
+                f"Run with `{shlex.join(['python', 'benchmarks/esc10.py', *cs['command_args']])}` "
                 f"({cs['n_train']} training clips; classifier epochs {cs['classifier_epochs']}, "
                 f"interpreter epochs {cs['epochs'] or 'default'}).",
                 "",

@@ -227,8 +227,8 @@ class InterpreterEstimator(BaseEstimator):
         Front end used only when ``fit`` is given raw waveforms instead of the output of a
         ``SpectrogramTransformer`` + ``NMFDictionary`` pipeline. ``None``: the defaults.
     hidden : int, default=64
-        Width of the decoder. On ESC-10 (K=100, two seeds) 64 was as faithful as 128, closer to
-        the classifier (top-1 fidelity 0.925 / 0.913 vs 0.913 / 0.838) and half Ψ's cost.
+        Width of Ψ's convolutions. On ESC-10 (K=100) 64 was as faithful and as close to the
+        classifier as 128 within the spread between seeds, at half Ψ's cost (docs/benchmarks.md).
     pooling : {"attention", "max", "mean"}, default="attention"
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
