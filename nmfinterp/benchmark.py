@@ -768,7 +768,7 @@ def main(argv=None) -> int:
         default=None,
         choices=METHODS,
         metavar="METHOD",
-        help="methods to run (default: all; with --quick, all but its ablations of the defaults)",
+        help="methods to run (default: all; with --quick, all but the ablation rows in QUICK_SKIPS)",
     )
     p.add_argument(
         "--skip", nargs="*", default=[], choices=["methods", "silero", "cost"], help="parts to skip"
