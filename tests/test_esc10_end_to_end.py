@@ -29,9 +29,7 @@ def esc10():
     clf = LogMelCNN(ds.n_classes, sr=16000, random_state=0)
     clf = train_classifier(clf, train.waveforms, train.labels, epochs=15, random_state=0)
     y_train, y_test = predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
-    pipe = build_pipeline(
-        clf, sr=16000, n_components=50, epochs=25, faithfulness_epochs=8, random_state=0
-    )
+    pipe = build_pipeline(clf, sr=16000, n_components=50, epochs=25, random_state=0)
     pipe.fit(train.waveforms, y_train)
     return clf, pipe, train, test, y_test
 

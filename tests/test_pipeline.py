@@ -52,6 +52,7 @@ def make_pipe(clf, k=8, **kw):
             hidden=16,
             epochs=kw.pop("epochs", 30),
             batch_size=16,
+            faithfulness=kw.pop("faithfulness", 1.0),  # the training term's path (off by default)
             faithfulness_epochs=3,
             random_state=0,
             **kw,
@@ -71,8 +72,10 @@ def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     assert len(interp.history_) == 30 and {"reconstruction", "sparsity", "fidelity_loss"} <= set(
         interp.history_[0]
     )
-    # the total loss gains the faithfulness term in the last epochs (which may trade some
+    # the total loss gains the faithfulness term in the last 3 epochs only (which may trade some
     # reconstruction for faithfulness), so compare the term that measures mimicking
+    assert all(h["faithfulness"] == 0 for h in interp.history_[:27])
+    assert all(h["faithfulness"] != 0 for h in interp.history_[27:])
     first, last = interp.history_[0], interp.history_[-1]
     # (the soft-target cross-entropy cannot go below the targets' entropy: compare, don't expect 0)
     assert last["fidelity_loss"] < first["fidelity_loss"]
@@ -80,6 +83,28 @@ def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     assert fitted.score(train.waveforms, y_train) > 0.6  # chance is 0.25
     assert fitted.predict_proba(test.waveforms).shape == (len(test), 4)
     np.testing.assert_allclose(fitted.predict_proba(test.waveforms).sum(1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_bins", [40, 6])  # K=8 < F: the expanded form; K >= F: direct
+def test_reconstruction_term_equals_the_direct_mean_squared_error(n_bins):
+    from nmfinterp.interpreter import _ReconstructionError
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.rand(n_bins, 8, generator=g, dtype=torch.float64)
+    V = torch.rand(5, n_bins, 30, generator=g, dtype=torch.float64) * 3
+    H = torch.rand(5, 8, 30, generator=g, dtype=torch.float64).requires_grad_()
+    direct = ((V - torch.einsum("fk,bkt->bft", W, H)) ** 2).mean()
+    (grad_direct,) = torch.autograd.grad(direct, H)
+    recon = _ReconstructionError(W, n_bins, 30)
+    assert (recon.gram is None) == (n_bins <= 8)
+    proj, sq = recon.project(V, chunk=2)  # chunks give the same projections
+    value = recon(H[1:4], proj[1:4], None if sq is None else sq[1:4])
+    expected = ((V[1:4] - torch.einsum("fk,bkt->bft", W, H[1:4])) ** 2).mean()
+    torch.testing.assert_close(value, expected)
+    full = recon(H, proj, sq)
+    torch.testing.assert_close(full, direct)
+    (grad,) = torch.autograd.grad(full, H)
+    torch.testing.assert_close(grad, grad_direct)
 
 
 def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
