@@ -270,10 +270,10 @@ class InterpreterEstimator(BaseEstimator):
         classifier's class. Gradients pass through the classifier to the input only. Costs a few
         classifier forward/backward passes per batch, and the mixture batches recompute hidden
         features. ``0`` (the default) trains with the L2I loss alone: ``explain``'s refinement
-        through the classifier makes the explanations faithful, and in the benchmark the
-        interpreter trained without the term gave explanations as faithful or more in four of five
-        conditions at a fraction of the fit time (docs/benchmarks.md, rows "nmfinterp" and
-        "nmfinterp, faithfulness=1").
+        through the classifier makes the explanations faithful, and in the benchmark they were as
+        faithful without the term, at about a third of the fit time (docs/benchmarks.md, rows
+        "nmfinterp" and "nmfinterp, faithfulness=1"). With ``refine_steps=0`` the term makes the
+        interpreter's own selection more faithful (docs/method.md).
     faithfulness_epochs : int or None, default=15
         Apply that term in the last this-many epochs only (``None``: all epochs).
     mixture_fraction : float, default=0.5
