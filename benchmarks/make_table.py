@@ -109,11 +109,7 @@ def render(res: dict, src: str) -> str:
         "|---|---|---|---|---|",
     ]
     for key, r in res["interpreters"].items():
-        label = {
-            "nmfinterp": "nmfinterp defaults",
-            "faithful": "faithfulness=1",
-            "temperature1": "temperature=1",
-        }.get(key, key)
+        label = {"nmfinterp": "nmfinterp defaults", "faithful": "faithfulness=1"}.get(key, key)
         lines.append(
             f"| {label} | {r['n_components']} | {r['fidelity_top1']:.3f} | {r['fit_seconds']:.0f} | "
             f"{r['fit_seconds_per_clip']:.2f} |"

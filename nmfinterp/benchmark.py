@@ -86,7 +86,6 @@ METHODS = [
     "nmfinterp, per-clip gates, energy_penalty=0",
     "L2I, official selection",
     "nmfinterp, faithfulness=1",
-    "nmfinterp, temperature=1",
     "random components",
     "all components",
     "oracle gates (true sources)",
@@ -136,7 +135,6 @@ QUICK_SKIPS = (
     "nmfinterp, energy_penalty=0",
     "nmfinterp, per-clip gates, energy_penalty=0",
     "nmfinterp, faithfulness=1",
-    "nmfinterp, temperature=1",
 )
 
 
@@ -336,8 +334,6 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return np.stack(explain(pipes["nmfinterp"], x, classes=classes, **OFFICIAL).masks), "log"
     if method == "nmfinterp, faithfulness=1":
         return np.stack(explain(pipes["faithful"], x, classes=classes).masks), "linear"
-    if method == "nmfinterp, temperature=1":
-        return np.stack(explain(pipes["temperature1"], x, classes=classes).masks), "linear"
     if method == "random components":
         n_selected = [len(s) for s in ex.selected]
         W = pipes["nmfinterp"][1].dictionary_
@@ -822,8 +818,6 @@ def main(argv=None) -> int:
     fits_to_run = [("nmfinterp", {})]  # the defaults train with the L2I loss alone
     if "nmfinterp, faithfulness=1" in args.methods:
         fits_to_run.append(("faithful", {"faithfulness": 1.0}))
-    if "nmfinterp, temperature=1" in args.methods:
-        fits_to_run.append(("temperature1", {"temperature": 1.0}))
     for key, params in fits_to_run:
         pipes[key], fits[key] = _fit_pipeline(clf, args.sr, cfg, train, y_train, **params)
         _log(

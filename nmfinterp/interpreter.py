@@ -207,17 +207,11 @@ class _RecomputedFeatures:
         self.waves = None
 
 
-def _to_probabilities(
-    scores: np.ndarray | torch.Tensor, output_type: str, multilabel: bool, temperature: float = 1.0
-):
-    """The classifier's class distributions, softened by ``temperature`` (1: as they are)."""
+def _to_probabilities(scores: np.ndarray | torch.Tensor, output_type: str, multilabel: bool):
     s = torch.as_tensor(scores, dtype=torch.float32)
     if output_type == "probabilities":
-        if temperature == 1:
-            return s
-        eps = 1e-7
-        s = torch.logit(s.clamp(eps, 1 - eps)) if multilabel else torch.log(s.clamp_min(eps))
-    return torch.sigmoid(s / temperature) if multilabel else torch.softmax(s / temperature, dim=-1)
+        return s
+    return torch.sigmoid(s) if multilabel else torch.softmax(s, dim=-1)
 
 
 def _infer_output_type(y: np.ndarray, multilabel: bool) -> str:
@@ -268,13 +262,6 @@ class InterpreterEstimator(BaseEstimator):
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
     epochs, batch_size, lr, weight_decay : training settings (Adam).
-    temperature : float, default=2.0
-        Knowledge-distillation temperature T of L_FID (Hinton et al., 2015): the classifier's and
-        Θ's distributions are both softened, softmax(log p / T) and softmax(Θ(H) / T) (sigmoids of
-        the logits over T when multilabel), and the cross-entropy is scaled by T² so its gradients
-        keep their scale. ``1`` is L2I's loss. Softer targets carry how the classifier ranks the
-        other classes, which helps Θ agree with it on clips it was not trained on (docs/method.md;
-        docs/benchmarks.md, row "nmfinterp, temperature=1").
     faithfulness : float, default=0.0
         Weight of a term that makes the explanation itself convince the classifier (beyond L2I):
         the explanation is re-synthesised (soft selection: a sigmoid of the centred relevance, linear
@@ -371,7 +358,6 @@ class InterpreterEstimator(BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "temperature": [Interval(Real, 0, None, closed="neither")],
         "faithfulness": [Interval(Real, 0, None, closed="left")],
         "faithfulness_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "mixture_fraction": [Interval(Real, 0, 1, closed="both")],
@@ -403,7 +389,6 @@ class InterpreterEstimator(BaseEstimator):
         batch_size=32,
         lr=1e-3,
         weight_decay=0.0,
-        temperature=2.0,
         faithfulness=0.0,
         faithfulness_epochs=15,
         mixture_fraction=0.5,
@@ -431,7 +416,6 @@ class InterpreterEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
-        self.temperature = temperature
         self.faithfulness = faithfulness
         self.faithfulness_epochs = faithfulness_epochs
         self.mixture_fraction = mixture_fraction
@@ -599,7 +583,7 @@ class InterpreterEstimator(BaseEstimator):
         self.classes_ = np.arange(n_classes)
         self.n_components_ = W.shape[1]
         self.n_frames_ = V.shape[2]
-        probs = _to_probabilities(targets, self.output_type_, self.multilabel, self.temperature)
+        probs = _to_probabilities(targets, self.output_type_, self.multilabel)
 
         if self.faithfulness > 0 and self.multilabel:
             raise ValueError(
@@ -674,12 +658,9 @@ class InterpreterEstimator(BaseEstimator):
         return net, previous["history"]
 
     def _fidelity_loss(self, logits, probs):
-        """L_FID between Θ's scores and the classifier's distributions ``probs`` (already softened
-        by the temperature T, see :meth:`_soften`), times T² so its gradients keep their scale."""
-        T = self.temperature
         if self.multilabel:
-            return F.binary_cross_entropy_with_logits(logits / T, probs) * T * T
-        return -(probs * torch.log_softmax(logits / T, dim=-1)).sum(dim=-1).mean() * T * T
+            return F.binary_cross_entropy_with_logits(logits, probs)
+        return -(probs * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
     def _train(self, net, store, V, W, probs, gen):
         device = torch.device(self.device)
@@ -777,8 +758,7 @@ class InterpreterEstimator(BaseEstimator):
         xm = x + other * (rms(x) / rms(other)) * gain
         feats, scores = self._extract(xm.numpy(), desc="mixtures")
         V = log_magnitude(self.spectrogram_.stft(xm))
-        probs = _to_probabilities(scores, self.classifier_output_type_, False, self.temperature)
-        return feats, V, probs, xm
+        return feats, V, _to_probabilities(scores, self.classifier_output_type_, False), xm
 
     def _faithfulness_loss(self, net, H, W, x, probs):
         """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M), through the frozen f."""

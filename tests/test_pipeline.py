@@ -107,32 +107,6 @@ def test_reconstruction_term_equals_the_direct_mean_squared_error(n_bins):
     torch.testing.assert_close(grad, grad_direct)
 
 
-def test_temperature_softens_the_classifier_targets_the_same_way_for_logits_and_probabilities():
-    from nmfinterp.interpreter import _to_probabilities
-
-    z = torch.tensor([[4.0, 1.0, -2.0], [0.0, 3.0, 0.5]])
-    p = torch.softmax(z, -1)
-    soft = _to_probabilities(z, "logits", False, 2.0)
-    torch.testing.assert_close(soft, torch.softmax(z / 2, -1))
-    torch.testing.assert_close(_to_probabilities(p, "probabilities", False, 2.0), soft)
-    assert (soft.max(1).values < p.max(1).values).all()  # softer, same decision
-    assert (soft.argmax(1) == p.argmax(1)).all()
-    torch.testing.assert_close(_to_probabilities(p, "probabilities", False, 1.0), p)
-    # multi-label: sigmoid of the logits over T, from logits or from probabilities
-    torch.testing.assert_close(_to_probabilities(z, "logits", True, 2.0), torch.sigmoid(z / 2))
-    torch.testing.assert_close(
-        _to_probabilities(torch.sigmoid(z), "probabilities", True, 2.0), torch.sigmoid(z / 2)
-    )
-
-
-@pytest.mark.parametrize("temperature", [0.0, -1.0])
-def test_bad_temperature_is_named(setup, temperature):
-    clf, train, _, y_train, _ = setup
-    pipe = make_pipe(clf, epochs=1, temperature=temperature)
-    with pytest.raises(ValueError, match="temperature"):
-        pipe.fit(train.waveforms[:8], y_train[:8])
-
-
 def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
     _, _, test, _, _ = setup
     ex = explain(fitted, test.waveforms[:4])
