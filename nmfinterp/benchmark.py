@@ -60,6 +60,7 @@ from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
 from .demo import LAYERS, build_pipeline
 from .explain import REFINE_STEPS, explain, soft_mask
+from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
 from .metrics import si_sdr as _si_sdr
 
@@ -291,7 +292,8 @@ def score_masks(
 # the ESC benchmark
 # ---------------------------------------------------------------------------------------------
 def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
-    if cfg["faithfulness_epochs"] is not None and params.get("faithfulness", 0.0) > 0:
+    faithfulness = params.get("faithfulness", InterpreterEstimator().faithfulness)
+    if cfg["faithfulness_epochs"] is not None and faithfulness > 0:
         params.setdefault("faithfulness_epochs", cfg["faithfulness_epochs"])
     pipe = build_pipeline(clf, sr, cfg["n_components"], cfg["epochs"], random_state=0, **params)
     t = time.perf_counter()
@@ -430,7 +432,6 @@ def silero_benchmark(
     from sklearn.pipeline import make_pipeline
 
     from .dictionary import NMFDictionary
-    from .interpreter import InterpreterEstimator
     from .silero import clip_speech_score, load_silero_vad
     from .spectrogram import SpectrogramTransformer
 

@@ -726,9 +726,8 @@ class InterpreterEstimator(BaseEstimator):
                         f"the interpreter's loss became {float(loss.detach())} in epoch {len(self.history_) + 1} "
                         f"(reconstruction {float(rec.detach()):.4g}, sparsity {float(spa.detach()):.4g}, "
                         f"fidelity {float(fid.detach()):.4g}, faithfulness {float(faith.detach()):.4g}); "
-                        "the interpreter keeps "
-                        "its state after the last completed epoch. Lower lr, or check the classifier "
-                        "outputs and hidden features for NaN/inf."
+                        "the interpreter keeps its state after the last completed epoch. Lower lr, "
+                        "or check the classifier outputs and hidden features for NaN/inf."
                     )
                 opt.zero_grad()
                 loss.backward()
