@@ -382,14 +382,18 @@ def _toy_pipeline():
     from .interpreter import InterpreterEstimator
     from .spectrogram import SpectrogramTransformer
 
-    clf = torch.nn.Sequential(
-        torch.nn.Unflatten(1, (1, -1)),
-        torch.nn.Conv1d(1, 4, 64, stride=32),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool1d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4, 3),
-    )
+    # seeded here, not by whatever state the global torch generator was left in: the same toy
+    # classifier (and so the same explanations) whatever ran before
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        clf = torch.nn.Sequential(
+            torch.nn.Unflatten(1, (1, -1)),
+            torch.nn.Conv1d(1, 4, 64, stride=32),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool1d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, 3),
+        )
     X = np.random.default_rng(0).standard_normal((8, 2048)).astype(np.float32)
     with torch.no_grad():
         y = clf(torch.from_numpy(X)).numpy()

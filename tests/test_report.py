@@ -17,9 +17,10 @@ from nmfinterp.report import component_audio, render_report, write_report
 @pytest.fixture(scope="module")
 def fitted():
     pipe, X = _toy_pipeline()
-    # the interpreter's own selection: on this untrained toy classifier, refinement may keep no
-    # component at all, and these tests need component players to check
-    return pipe, X, explain(pipe, X[:2], refine_steps=0)
+    # the interpreter's own selection, the three most relevant components whatever their sign:
+    # on this untrained toy classifier refinement, or a positive threshold, may keep none, and
+    # these tests need component players to check
+    return pipe, X, explain(pipe, X[:2], refine_steps=0, top_k=3, threshold=-np.inf)
 
 
 def _decode(uri: str) -> np.ndarray:
