@@ -81,7 +81,29 @@ def table(rows: dict, cols, first: str = "method") -> list[str]:
     return lines
 
 
-def render(res: dict, src: str) -> str:
+def seed_lines(seeds: dict) -> list[str]:
+    """The fidelity-over-seeds section, from benchmarks/fidelity_seeds.py's JSON."""
+    n = len(seeds["seeds"])
+    lines = [
+        "",
+        f"Top-1 fidelity over {n} seeds (dictionary and interpreter seeded together; the same "
+        f"classifier, fold-{seeds['test_fold']} accuracy {seeds['classifier_accuracy']:.3f}), from "
+        "`benchmarks/results/fidelity_seeds.json` (`python benchmarks/fidelity_seeds.py`, commit "
+        f"`{seeds['commit']}`): one fit above is one draw of these.",
+        "",
+        "| interpreter | mean | sd | min | max | seeds where the defaults are higher / lower | fit (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in seeds["summary"].items():
+        vs = "–" if name == "defaults" else f"{r['defaults_higher']} / {r['defaults_lower']}"
+        lines.append(
+            f"| {name} | {r['mean']:.3f} | {r['std']:.3f} | {r['min']:.3f} | {r['max']:.3f} | "
+            f"{vs} | {r['mean_fit_seconds']:.0f} |"
+        )
+    return lines
+
+
+def render(res: dict, src: str, seeds: dict | None = None) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
         "# Benchmark: ESC-10, every explainer, five listening conditions, Silero VAD, costs",
@@ -109,11 +131,17 @@ def render(res: dict, src: str) -> str:
         "|---|---|---|---|---|",
     ]
     for key, r in res["interpreters"].items():
-        label = {"nmfinterp": "nmfinterp defaults", "faithful": "faithfulness=1"}.get(key, key)
+        label = {
+            "nmfinterp": "nmfinterp defaults",
+            "faithful": "faithfulness=1",
+            "constant": 'lr_schedule="constant" (L2I\'s training)',
+        }.get(key, key)
         lines.append(
             f"| {label} | {r['n_components']} | {r['fidelity_top1']:.3f} | {r['fit_seconds']:.0f} | "
             f"{r['fit_seconds_per_clip']:.2f} |"
         )
+    if seeds is not None and not s["quick"]:
+        lines += seed_lines(seeds)
     lines += ["", "## Targets (nmfinterp defaults)", ""]
     lines += [
         "The last column is what a mask of ones (the input itself, row 'all components') and the",
@@ -303,7 +331,9 @@ def main(argv=None):
         str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
         for p in srcs
     ]
-    dst.write_text(render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel)))
+    seeds_path = ROOT / "benchmarks" / "results" / "fidelity_seeds.json"
+    seeds = json.loads(seeds_path.read_text()) if seeds_path.exists() else None
+    dst.write_text(render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel), seeds))
     print(f"wrote {dst}")
 
 

@@ -85,6 +85,29 @@ def test_fit_learns_to_mimic_the_classifier(setup, fitted):
     np.testing.assert_allclose(fitted.predict_proba(test.waveforms).sum(1), 1, rtol=1e-5)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_lr_schedule_sets_each_epochs_learning_rate(setup, schedule):
+    clf, train, _, y_train, _ = setup
+    pipe = make_pipe(clf, epochs=5, faithfulness=0.0, lr=2e-3, lr_schedule=schedule)
+    lrs = [h["lr"] for h in pipe.fit(train.waveforms, y_train)[-1].history_]
+    if schedule == "constant":
+        assert lrs == [2e-3] * 5
+    else:  # half a cosine from lr to lr / 100 over all the steps (batches of 16)
+        per_epoch = -(-len(train) // 16)
+        assert per_epoch > 1
+        steps = 5 * per_epoch
+        expected = [
+            2e-5 + (2e-3 - 2e-5) * (1 + np.cos(np.pi * per_epoch * e / steps)) / 2 for e in range(5)
+        ]
+        np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+
+
+def test_lr_schedule_refuses_unknown_names(setup):
+    clf, train, _, y_train, _ = setup
+    with pytest.raises(ValueError, match="lr_schedule"):
+        make_pipe(clf, epochs=1, lr_schedule="linear").fit(train.waveforms, y_train)
+
+
 @pytest.mark.parametrize("n_bins", [40, 6])  # K=8 < F: the expanded form; K >= F: direct
 def test_reconstruction_term_equals_the_direct_mean_squared_error(n_bins):
     from nmfinterp.interpreter import _ReconstructionError
