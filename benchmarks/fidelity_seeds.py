@@ -25,8 +25,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nmfinterp.benchmark import DEFAULT_DATA, FULL, _git_commit, _log  # noqa: E402
-from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier  # noqa: E402
+from nmfinterp.benchmark import (  # noqa: E402
+    DEFAULT_DATA,
+    FULL,
+    _git_commit,
+    _log,
+    train_benchmark_classifier,
+)
 from nmfinterp.datasets import load_esc_folder  # noqa: E402
 from nmfinterp.demo import build_pipeline  # noqa: E402
 
@@ -52,15 +57,9 @@ def main(argv=None) -> int:
     ds = load_esc_folder(args.data, sr=args.sr)
     train = ds.subset(np.isin(ds.folds, args.train_folds))
     test = ds.subset(ds.folds == args.test_fold)
-    clf = train_classifier(
-        LogMelCNN(ds.n_classes, sr=args.sr, random_state=0),
-        train.waveforms,
-        train.labels,
-        epochs=FULL["classifier_epochs"],
-        random_state=0,
+    clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
+        train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
     )
-    y_train, y_test = predict_logits(clf, train.waveforms), predict_logits(clf, test.waveforms)
-    accuracy = float(np.mean(y_test.argmax(1) == test.labels))
     _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
     fidelity: dict[str, list[float]] = {name: [] for name in SETTINGS}
     seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
