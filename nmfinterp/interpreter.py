@@ -729,7 +729,8 @@ class InterpreterEstimator(BaseEstimator):
                     pj, sb = recon.project(vb.to(device))
                 else:
                     fb = [f.to(device) for f in store.batch(idx)]
-                    pb, xb = probs[idx].to(device), self._waves[idx]
+                    pb = probs[idx].to(device)
+                    xb = self._waves[idx] if faithful else None  # the term's input only
                     pj, sb = proj[idx].to(device), None if sq is None else sq[idx]
                 H, logits = net(fb, V.shape[-1])
                 rec = recon(H, pj, sb)
