@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         "classifier_accuracy": accuracy,
         "n_components": FULL["n_components"],
         "seeds": list(range(args.seeds)),
-        "settings": {name: params for name, params in SETTINGS.items()},
+        "settings": SETTINGS,
         "fidelity": fidelity,
         "fit_seconds": seconds,
         "summary": summary,

@@ -681,7 +681,7 @@ class InterpreterEstimator(BaseEstimator):
         if self.lr_schedule == "cosine":
             steps = self.epochs * -(-V.shape[0] // self.batch_size)
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(steps, 1), eta_min=self.lr / 100
+                opt, T_max=steps, eta_min=self.lr / 100
             )
         last_good = {k: v.detach().clone() for k, v in net.state_dict().items()}
         try:
