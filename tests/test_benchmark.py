@@ -1,5 +1,7 @@
 """The benchmark's building blocks: conditions, decisions, scoring (small synthetic data)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,8 @@ from nmfinterp.benchmark import (
     METHODS,
     QUICK_SKIPS,
     _decisions,
+    _in_fresh_process,
+    _interleaved_times,
     _loudest,
     _speech_track,
     default_methods,
@@ -104,3 +108,18 @@ def test_quick_runs_every_method_but_the_costly_ablations():
     assert full == METHODS
     assert "nmfinterp" in quick and "L2I, official selection" in quick
     assert set(full) - set(quick) == set(QUICK_SKIPS) and QUICK_SKIPS
+
+
+def test_fresh_process_returns_the_result_and_reports_failures():
+    assert _in_fresh_process(max, 3, 7) == 7
+    with pytest.raises(RuntimeError, match="ValueError"):  # the child's traceback, not a hang
+        _in_fresh_process(int, "not a number")
+    with pytest.raises(RuntimeError, match="exited with code 3"):  # died without a result
+        _in_fresh_process(os._exit, 3)
+
+
+def test_interleaved_times_warm_up_then_time_each_in_turn():
+    calls = []
+    times = _interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
+    assert calls == ["a", "b"] * 3  # one untimed warm-up round, then two timed rounds
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
