@@ -125,7 +125,8 @@ def render(res: dict, src: str, seeds: dict | None = None) -> str:
             if s["quick"]
             else []
         ),
-        f"Classifier: {clf['model']}, fold-{s['test_fold']} accuracy **{clf['accuracy']:.3f}**.",
+        f"Classifier: {clf['model']} trained {res['config']['classifier_epochs']} epochs, "
+        f"fold-{s['test_fold']} accuracy **{clf['accuracy']:.3f}**.",
         "",
         "| interpreter | K | top-1 fidelity | fit (s) | fit per clip (s) |",
         "|---|---|---|---|---|",

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import queue as queue_module
 import resource
@@ -66,6 +67,7 @@ from .explain import REFINE_STEPS, explain, soft_mask
 from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
 from .metrics import si_sdr as _si_sdr
+from .parallel import THREADS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -589,7 +591,9 @@ def _in_fresh_process(target, *args):
     Every timing of the cost section runs this way, as a benchmark runner such as asv does: a
     process that has already trained and explained for half an hour (allocator, caches) runs the
     same code measurably slower, and not by the same factor for every workload, which skews ratios.
-    The child runs with the parent's number of torch threads.
+    The child runs with the parent's number of torch threads, nmfinterp's estimators included
+    (they would otherwise take it for a parallel worker and use one thread:
+    :func:`nmfinterp.parallel.worker_torch_threads`).
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -615,6 +619,7 @@ def _in_fresh_process(target, *args):
 
 def _child_main(queue, threads, target, args):
     try:
+        os.environ[THREADS_ENV] = str(threads)
         torch.set_num_threads(threads)
         queue.put(("ok", target(*args)))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it

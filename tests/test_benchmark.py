@@ -23,6 +23,7 @@ from nmfinterp.benchmark import (
 )
 from nmfinterp.datasets import make_synthetic_sounds, rms
 from nmfinterp.metrics import energy_share
+from nmfinterp.parallel import worker_torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,16 @@ def test_fresh_process_returns_the_result_and_reports_failures():
         _in_fresh_process(int, "not a number")
     with pytest.raises(RuntimeError, match="exited with code 3"):  # died without a result
         _in_fresh_process(os._exit, 3)
+
+
+def test_fresh_process_gives_nmfinterp_the_parents_threads():
+    # a spawned child is a "parallel worker" to nmfinterp (one torch thread) unless told otherwise
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _in_fresh_process(worker_torch_threads) == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_interleaved_times_warm_up_then_time_each_in_turn():
