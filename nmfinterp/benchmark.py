@@ -588,10 +588,9 @@ def _peak_rss_mib() -> float:
 def _in_fresh_process(target, *args):
     """``target(*args)``'s result, computed in a new (spawned) Python process.
 
-    Every timing of the cost section runs this way, as a benchmark runner such as asv does: a
-    process that has already trained and explained for half an hour (allocator, caches) runs the
-    same code measurably slower, and not by the same factor for every workload, which skews ratios.
-    The child runs with the parent's number of torch threads, nmfinterp's estimators included
+    Every timing of the cost section runs this way, as a benchmark runner such as asv does, so
+    that what the benchmark process did before (half an hour of training and explaining: its
+    allocator's state, caches, threads) cannot touch the ratios. The child runs with the parent's number of torch threads, nmfinterp's estimators included
     (they would otherwise take it for a parallel worker and use one thread:
     :func:`nmfinterp.parallel.worker_torch_threads`).
     """
