@@ -590,9 +590,9 @@ def _in_fresh_process(target, *args):
 
     Every timing of the cost section runs this way, as a benchmark runner such as asv does, so
     that what the benchmark process did before (half an hour of training and explaining: its
-    allocator's state, caches, threads) cannot touch the ratios. The child runs with the parent's number of torch threads, nmfinterp's estimators included
-    (they would otherwise take it for a parallel worker and use one thread:
-    :func:`nmfinterp.parallel.worker_torch_threads`).
+    allocator's state, caches, threads) cannot touch the ratios. The child runs with the parent's
+    number of torch threads, nmfinterp's estimators included (they would otherwise take it for a
+    parallel worker and use one thread: :func:`nmfinterp.parallel.worker_torch_threads`).
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -707,7 +707,7 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     Xf = pipe[:-1].transform(sub.waveforms)
     ysub = y_train[: len(sub)]
     if "feature_cache" in interp.get_params():
-        times = _in_fresh_process(_fit_times, clone(interp), Xf, ysub, 2)
+        times = _in_fresh_process(_fit_times, interp, Xf, ysub, 2)  # clones it
         out["fit_cached_vs_recomputed"] = {
             "n_clips": len(sub),
             "epochs": interp.epochs,
