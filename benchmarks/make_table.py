@@ -141,6 +141,14 @@ def render(res: dict, src: str, seeds: dict | None = None) -> str:
             f"| {label} | {r['n_components']} | {r['fidelity_top1']:.3f} | {r['fit_seconds']:.0f} | "
             f"{r['fit_seconds_per_clip']:.2f} |"
         )
+    gates = res["interpreters"]["nmfinterp"].get("gates")
+    if gates:
+        lines += [
+            "",
+            f"The defaults' gate network (`fit_gates`, {len(gates['history'])} epochs on the training "
+            f"clips and mixtures of them, for `explain(..., amortised=True)`): "
+            f"{gates['fit_seconds']:.0f} s more.",
+        ]
     if seeds is not None and not s["quick"]:
         lines += seed_lines(seeds)
     lines += ["", "## Targets (nmfinterp defaults)", ""]
@@ -185,6 +193,11 @@ def render(res: dict, src: str, seeds: dict | None = None) -> str:
             r0 = ev["ratio_no_refinement"]
             lines.append(
                 f"| cost | same, `refine_steps=0` | <= 1.5 | {r0:.2f} | {'yes' if r0 <= 1.5 else '**no**'} | |"
+            )
+        if "ratio_amortised" in ev:
+            ra = ev["ratio_amortised"]
+            lines.append(
+                f"| cost | same, `amortised=True` | <= 1.5 | {ra:.2f} | {'yes' if ra <= 1.5 else '**no**'} | |"
             )
     fc = cost.get("fit_cached_vs_recomputed", {})
     if "speedup" in fc:
@@ -259,7 +272,13 @@ def render(res: dict, src: str, seeds: dict | None = None) -> str:
                 + (
                     f" with the default refinement ({ev['refine_steps']} steps); "
                     f"{ev['explain_no_refinement_seconds']:.2f} s, **{ev['ratio_no_refinement']:.2f}x**, "
-                    "with `refine_steps=0`."
+                    "with `refine_steps=0`"
+                    + (
+                        f"; {ev['explain_amortised_seconds']:.2f} s, **{ev['ratio_amortised']:.2f}x**, "
+                        "with the amortised gates (`amortised=True`)."
+                        if "ratio_amortised" in ev
+                        else "."
+                    )
                     if "ratio_no_refinement" in ev
                     else " (measured before explain refined its selection: that is `refine_steps=0`)."
                 )

@@ -9,14 +9,16 @@
    ESC-50 layout; its accuracy on the test fold is reported.
 2. nmfinterp's interpreter is fitted on the classifier's outputs on the training folds with its
    defaults, with L2I's constant learning rate (``lr_schedule="constant"``) and, when its row is
-   asked for, with ``faithfulness=1``; top-1 fidelity of each on the test fold.
+   asked for, with ``faithfulness=1``; top-1 fidelity of each on the test fold. The defaults'
+   gate network (``fit_gates``, for ``explain(..., amortised=True)``) is trained on the same clips
+   when its row is asked for.
 3. On the test fold, five conditions: (a) clean clips; (b) ``0.8·s1 + 0.2·s2`` with s2 from another
    class; (c) equal-RMS mixtures of two clips of different classes; (d) ``s + 0.5·noise`` and
    (e) ``s + 0.5·speech``, where white noise / FSDD speech is first scaled to the RMS of s. With
    ``--others``, (b) and (c) take s2 from that folder instead.
 4. Every explainer is asked to explain the classifier's decision on each input, and every one goes
-   through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement and two
-   ablations of it; L2I with its official selection; nmfinterp trained with ``faithfulness=1``;
+   through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement, with its
+   amortised gates instead of the refinement, and two ablations of it; L2I with its official selection; nmfinterp trained with ``faithfulness=1``;
    random components; all components; captum saliency, integrated gradients
    and occlusion; an L-MAC-style decoder; a black-box NMF explainer; and, on mixtures, an oracle
    that gates nmfinterp's own components with the true sources (an upper bound for a choice of
@@ -27,8 +29,8 @@
    whose decision is neither source's class are left out (their count is reported).
 5. Silero VAD, a model nobody here wrote: its speech decisions on FSDD speech mixed with test-fold
    sounds, explained by nmfinterp (and the random / all-components bounds).
-6. Costs, as ratios measured in one run: explain vs classifier forward + STFT + ISTFT of the same
-   batch; interpreter fit with cached vs recomputed hidden features; NMFDictionary vs sklearn's
+6. Costs, as ratios measured in one run: explain (refined, not refined, amortised) vs classifier
+   forward + STFT + ISTFT of the same batch; interpreter fit with cached vs recomputed hidden features; NMFDictionary vs sklearn's
    ``cd`` solver at equal reconstruction error; fit time per clip at 1x, 2x, 4x the data with the
    peak memory of each fit (in a fresh process).
 
@@ -88,6 +90,7 @@ CONDITIONS = {
 METHODS = [
     "nmfinterp",
     "nmfinterp, no refinement",
+    "nmfinterp, amortised gates",
     "nmfinterp, energy_penalty=0",
     "nmfinterp, per-clip gates, energy_penalty=0",
     "L2I, official selection",
@@ -120,6 +123,7 @@ FULL = {
     "max_train": None,
     "scaling": (40, 80, 160),
     "scaling_epochs": None,  # the estimator's default: what a user's fit costs
+    "gate_epochs": None,  # fit_gates' default
 }
 QUICK = {
     "classifier_epochs": 12,
@@ -136,6 +140,7 @@ QUICK = {
     "max_train": 120,
     "scaling": (10, 20, 40),
     "scaling_epochs": 4,
+    "gate_epochs": 4,
 }
 # --quick leaves out the ablation rows that each cost a refined explain of every condition (the
 # full run has them): the default row, "no refinement" and the official L2I row stay.
@@ -349,6 +354,9 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return np.stack(
             explain(pipes["nmfinterp"], x, classes=classes, refine_steps=0).masks
         ), "linear"
+    if method == "nmfinterp, amortised gates":
+        ex = explain(pipes["nmfinterp"], x, classes=classes, amortised=True)
+        return np.stack(ex.masks), "linear"
     if method == "nmfinterp, energy_penalty=0":
         ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.0)
         return np.stack(ex.masks), "linear"
@@ -655,6 +663,11 @@ def _explain_times(pipe, clf, batch) -> dict:
         {
             "explain": lambda: explain(pipe, batch),
             "plain": lambda: explain(pipe, batch, refine_steps=0),
+            **(
+                {"amortised": lambda: explain(pipe, batch, amortised=True)}
+                if getattr(pipe[-1], "gate_module_", None) is not None
+                else {}
+            ),
             "base": lambda: (
                 predict_logits(clf, batch),
                 spec.istft(spec.stft(batch), batch.shape[1]),
@@ -696,6 +709,11 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
         "ratio": t_explain / t_base,
         "ratio_no_refinement": t_plain / t_base,
     }
+    if "amortised" in times:
+        out["explain_vs_forward_stft_istft"].update(
+            explain_amortised_seconds=times["amortised"],
+            ratio_amortised=times["amortised"] / t_base,
+        )
     _log(
         f"cost: explain {t_explain:.2f} s ({t_plain:.2f} s without refinement) vs "
         f"forward+STFT+ISTFT {t_base:.2f} s on {len(batch)} clips"
@@ -898,6 +916,13 @@ def main(argv=None) -> int:
             f"{key}: K={cfg['n_components']} fit {fits[key]:.0f} s, top-1 fidelity "
             f"{pipes[key].score(test.waveforms, y_test):.3f}"
         )
+    gates = None
+    if "nmfinterp, amortised gates" in args.methods:
+        t = time.perf_counter()
+        kw = {} if cfg["gate_epochs"] is None else {"epochs": cfg["gate_epochs"]}
+        interp = pipes["nmfinterp"][-1].fit_gates(train.waveforms, **kw)
+        gates = {"fit_seconds": time.perf_counter() - t, "history": interp.gate_history_}
+        _log(f"gate network: {len(interp.gate_history_)} epochs, {gates['fit_seconds']:.0f} s")
     results = {
         "settings": {k: v for k, v in vars(args).items()},
         "config": cfg,
@@ -912,6 +937,7 @@ def main(argv=None) -> int:
                 "fit_seconds": fits[key],
                 "fit_seconds_per_clip": fits[key] / len(train),
                 "fidelity_top1": float(pipes[key].score(test.waveforms, y_test)),
+                **({"gates": gates} if key == "nmfinterp" and gates is not None else {}),
                 "params": {
                     k: v
                     for k, v in pipes[key][-1].get_params().items()

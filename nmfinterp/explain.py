@@ -296,6 +296,7 @@ def explain_clips(
     refine_steps: int | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
+    amortised: bool = False,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -319,6 +320,26 @@ def explain_clips(
             f"relevance_mode={relevance_mode!r}; expected 'centered' or 'raw' (L2I's)."
         )
     centered = relevance_mode == "centered" and not interpreter.multilabel
+    if not isinstance(amortised, bool | np.bool_):
+        raise ValueError(f"amortised={amortised!r}; expected True or False.")
+    if amortised:
+        if getattr(interpreter, "gate_module_", None) is None:
+            raise ValueError(
+                "amortised=True uses the interpreter's gate network, which is not trained yet: "
+                "train it once with interpreter.fit_gates(X_train) (in a pipeline: "
+                "pipe[-1].fit_gates(X_train)), or explain with amortised=False."
+            )
+        if refine_steps:
+            raise ValueError(
+                f"refine_steps={refine_steps!r} with amortised=True: the gate network replaces the "
+                "refinement; leave refine_steps=None."
+            )
+        if threshold != 0:
+            raise ValueError(
+                f"threshold={threshold!r} with amortised=True: the gate network was trained from "
+                "the interpreter's selection at threshold 0; leave threshold=0 (top_k still applies)."
+            )
+        refine_steps = 0
     if refine_steps is None:
         refine_steps = 0 if interpreter.multilabel else REFINE_STEPS
     if not isinstance(refine_steps, int | np.integer) or refine_steps < 0:
@@ -392,6 +413,9 @@ def explain_clips(
                         mask_domain=mask_domain,
                         energy_penalty=energy_penalty,
                     )
+                elif amortised:  # at most top_k components, the most relevant ones
+                    keep = interpreter.gate_module_(H, z, theta, cls) > 0
+                    keep &= select_components(r, top_k, -float("inf"))[:, :, None]
                 else:
                     keep = select_components(r, top_k, threshold)[:, :, None].expand_as(H)
                 M = soft_mask(W, H, keep.float())
@@ -431,6 +455,7 @@ def explain_clips(
             "refine_steps": refine_steps,
             "per_frame": per_frame,
             "energy_penalty": energy_penalty,
+            "amortised": amortised,
             "single": single,
         },
     )
@@ -449,6 +474,7 @@ def explain(
     refine_steps: int | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
+    amortised: bool = False,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -494,6 +520,11 @@ def explain(
         With refinement, also penalise the share of the clip's energy the explanation keeps (see
         :func:`refine_selection`): higher values drop more of what the decision does not need,
         e.g. an interfering source, and keep less of the rest; ``0`` asks only for faithfulness.
+    amortised : bool, default=False
+        Choose the gates with the interpreter's gate network (trained once by
+        :meth:`~nmfinterp.InterpreterEstimator.fit_gates`) instead of refining them through the
+        classifier: one pass, about the cost of ``refine_steps=0``, and in the benchmark more
+        faithful than it but less than the refinement (docs/benchmarks.md).
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
@@ -518,6 +549,7 @@ def explain(
         refine_steps=refine_steps,
         per_frame=per_frame,
         energy_penalty=energy_penalty,
+        amortised=amortised,
         batch_size=batch_size,
         sr=sr,
         verbose=verbose,

@@ -870,6 +870,76 @@ class InterpreterEstimator(BaseEstimator):
         H = self._forward(X, keep=True)[1]
         return H.numpy()
 
+    def fit_gates(
+        self,
+        X,
+        *,
+        epochs: int = 30,
+        lr: float = 1e-3,
+        hidden: int = 256,
+        mixtures: int = 2,
+        energy_penalty: float | None = None,
+    ):
+        """Train the amortised gates ``explain(..., amortised=True)`` uses; returns ``self``.
+
+        A small network (:class:`nmfinterp.gates.GateNet`) learns to predict, in one pass, the gates
+        ``explain``'s refinement would find through the classifier, by lowering the same objective
+        on the clips ``X`` (the training clips, say) and on ``mixtures`` rounds of random two-clip
+        mixtures of them, for ``epochs`` epochs. Afterwards ``explain(..., amortised=True)`` costs
+        about what ``refine_steps=0`` does; docs/benchmarks.md measures how faithful it is next to
+        the refinement, and what training it costs (about ``epochs`` refinements of the clips).
+        Single-label interpreters only. Sets ``gate_module_`` and ``gate_history_`` (the loss and
+        seconds of each epoch).
+
+        Parameters
+        ----------
+        X : AudioFeatures or array (n_clips, n_samples)
+            Clips of equal length at the pipeline's sample rate (or the pipeline's features of them).
+        epochs, lr, hidden : training length, Adam's learning rate, the network's channels.
+        mixtures : int, default=2
+            Rounds of mixtures: each clip plus one clip of another (classifier) class, the other at
+            -12..0 dB, so that the gates also learn to drop an interfering source.
+        energy_penalty : float or None
+            The objective's energy term; ``None``: ``explain``'s default.
+        """
+        from .explain import ENERGY_PENALTY
+        from .gates import fit_gates
+
+        check_is_fitted(self, "module_")
+        if self.multilabel:
+            raise ValueError(
+                "fit_gates learns the refinement of single-label decisions; this interpreter is "
+                "multilabel=True (explain it with refine_steps=0)."
+            )
+        for name, value, low in (
+            ("epochs", epochs, 1),
+            ("hidden", hidden, 1),
+            ("mixtures", mixtures, 0),
+        ):
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}={value!r}; expected an integer >= {low}.")
+        if not isinstance(lr, Real) or not lr > 0:
+            raise ValueError(f"lr={lr!r}; expected a positive number.")
+        energy_penalty = ENERGY_PENALTY if energy_penalty is None else energy_penalty
+        if not isinstance(energy_penalty, Real) or not energy_penalty >= 0:
+            raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
+        if is_audio_features(X):
+            X = X.block("waveform")
+        clips = check_waveforms(X, min_samples=self.spectrogram_.n_fft // 2 + 1)
+        with limit_threads_in_workers():
+            self.gate_module_, self.gate_history_ = fit_gates(
+                self,
+                np.asarray(clips, dtype=np.float32),
+                epochs=epochs,
+                lr=lr,
+                hidden=hidden,
+                mixtures=mixtures,
+                energy_penalty=energy_penalty,
+                random_state=self.random_state,
+                verbose=self.verbose,
+            )
+        return self
+
     def explain(self, X, **kwargs):
         """Listenable explanations of the classifier's decisions; see :func:`nmfinterp.explain`."""
         from .explain import explain_clips

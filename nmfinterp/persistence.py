@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from .dictionary import NMFDictionary
+from .gates import GateNet
 from .interpreter import InterpreterEstimator, InterpreterNet
 from .spectrogram import SpectrogramTransformer
 
@@ -154,6 +155,11 @@ class _Writer:
             for name, t in value.state_dict().items():
                 self.tensors[prefix + name] = t.detach().cpu().contiguous().clone()
             return {"__module__": prefix}
+        if isinstance(value, GateNet):
+            prefix = f"{index}/{key}/"
+            for name, t in value.state_dict().items():
+                self.tensors[prefix + name] = t.detach().cpu().contiguous().clone()
+            return {"__gates__": prefix, "hidden": value.hidden, "width": value.width}
         if isinstance(value, np.ndarray) and value.dtype != object:
             name = f"{index}/{key}"
             self.tensors[name] = torch.from_numpy(np.ascontiguousarray(value).copy())
@@ -378,6 +384,8 @@ def load(path, classifier=None, *, classifier_input=None, classifier_output=None
                 setattr(est, key, build(value["__estimator__"]))
             elif isinstance(value, dict) and "__module__" in value:
                 setattr(est, key, _module(est, value["__module__"], tensors, path))
+            elif isinstance(value, dict) and "__gates__" in value:
+                setattr(est, key, _gates(est, value, tensors, path))
             elif isinstance(value, dict) and "__array__" in value:
                 setattr(est, key, tensors[value["__array__"]].numpy())
             elif isinstance(value, dict) and "__tensor__" in value:
@@ -411,4 +419,17 @@ def _module(est, prefix, tensors, path) -> InterpreterNet:
         from .hooks import resolve_layers
 
         resolve_layers(est.classifier, est.layers_)
+    return net.eval()
+
+
+def _gates(est, spec: dict, tensors, path) -> GateNet:
+    prefix = spec["__gates__"]
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    net = GateNet(est.n_components_, spec["hidden"], spec["width"])
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path}: the gate network's saved weights do not fit its shape: {exc}"
+        ) from None
     return net.eval()

@@ -1,0 +1,151 @@
+"""Amortised refinement: a network that predicts the refined gates of a decision in one pass.
+
+``explain``'s default refinement (:func:`~nmfinterp.explain.refine_selection`) takes ``refine_steps``
+Adam steps through the classifier for every batch it explains. :func:`fit_gates` trains, once, a
+small convolutional network on training clips (and on random two-clip mixtures of them) to lower
+the same objective, so that ``explain(..., amortised=True)`` chooses the gates with one pass of
+that network: about the cost of ``refine_steps=0``. The training costs what refining the training
+clips about ``epochs`` times would; docs/benchmarks.md measures both the cost and how faithful the
+amortised gates are next to the refined ones.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .explain import ENERGY_PENALTY, _Faithfulness, relevance, soft_mask
+
+#: how much sharper than a plain sigmoid the gates are at the end of training (annealed
+#: geometrically from 1): training with soft gates and explaining with hard ones otherwise disagree
+SHARPEN = 5.0
+
+
+class GateNet(nn.Module):
+    """Gate logits ``(n, K, T)`` from the interpreter's H, Θ's weights and the explained classes.
+
+    Per component and frame it sees the component's contribution to the class (H times the centred
+    θ, scaled per clip), its activation (log, scaled per clip) and the interpreter's own selection
+    (the centred relevance over 0.1, clipped to ±3, as the refinement's starting point); two
+    temporal convolutions and a 1x1 one predict a correction added to that starting point. The last
+    layer starts at zero, so an untrained GateNet gives the interpreter's own selection.
+    """
+
+    def __init__(self, n_components: int, hidden: int = 256, width: int = 5):
+        super().__init__()
+        self.n_components, self.hidden, self.width = n_components, hidden, width
+        self.body = nn.Sequential(
+            nn.Conv1d(3 * n_components, hidden, width, padding=width // 2),
+            nn.ReLU(),
+            nn.Conv1d(hidden, hidden, width, padding=width // 2),
+            nn.ReLU(),
+            nn.Conv1d(hidden, n_components, 1),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, H: torch.Tensor, pooled: torch.Tensor, theta: torch.Tensor, classes):
+        start = (relevance(pooled, theta, classes, centered=True) / 0.1).clamp(-3.0, 3.0)
+        centred = theta - theta.mean(dim=0, keepdim=True)
+        contrib = H * centred[classes][:, :, None]
+        contrib = contrib / contrib.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-8)
+        level = torch.log1p(H / H.mean(dim=(1, 2), keepdim=True).clamp_min(1e-8))
+        feats = torch.cat([contrib, level, start[:, :, None].expand_as(H) / 3.0], dim=1)
+        return start[:, :, None] + self.body(feats)
+
+
+def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndarray:
+    """Each clip plus another clip the classifier puts in another class, the other at -12..0 dB."""
+    out = []
+    rms = lambda a: np.sqrt((a.astype(np.float64) ** 2).mean(-1, keepdims=True)) + 1e-8  # noqa: E731
+    for _ in range(n_rounds):
+        a = np.arange(len(x))
+        b = rng.permutation(len(x))
+        ok = classes[a] != classes[b]
+        a, b = a[ok], b[ok]
+        gain = rng.uniform(0.25, 1.0, (len(a), 1))
+        out.append((x[a] + x[b] * (rms(x[a]) / rms(x[b])) * gain).astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, x.shape[1]), np.float32)
+
+
+def _activations(interpreter, x: np.ndarray):
+    """H, pooled z and the classifier's decisions for clips ``x``, batch by batch."""
+    spec, net = interpreter.spectrogram_, interpreter.module_
+    n_frames = spec.stft(torch.as_tensor(x[:1])).shape[-1]
+    Hs, zs, cs = [], [], []
+    for start in range(0, len(x), interpreter.batch_size):
+        feats, scores = interpreter._extract(x[start : start + interpreter.batch_size])
+        with torch.no_grad():
+            H, _ = net(feats, n_frames)
+            Hs.append(H)
+            zs.append(net.pool(H))
+        cs.append(scores.argmax(-1))
+    return torch.cat(Hs), torch.cat(zs), torch.cat(cs)
+
+
+def fit_gates(
+    interpreter,
+    X: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    hidden: int,
+    mixtures: int,
+    energy_penalty: float = ENERGY_PENALTY,
+    batch_size: int = 16,
+    random_state=None,
+    verbose: int = 0,
+) -> tuple[GateNet, list[dict]]:
+    """Train a :class:`GateNet` for a fitted single-label interpreter on clips ``X`` (validated).
+
+    The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
+    decision on each clip, with soft gates sharpened over the epochs (``SHARPEN``); ``mixtures``
+    rounds of two-clip mixtures of ``X`` (see :func:`_mixtures`) are added to the clips. Returns the
+    network (in eval mode, on the CPU) and the mean loss and seconds of each epoch.
+    """
+    from .hooks import frozen
+
+    rng = np.random.default_rng(random_state)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+    H, z, decided = _activations(interpreter, X)
+    mixed = _mixtures(X, decided.numpy(), mixtures, rng)
+    if len(mixed):
+        Hm, zm, dm = _activations(interpreter, mixed)
+        H, z, decided = torch.cat([H, Hm]), torch.cat([z, zm]), torch.cat([decided, dm])
+    waves = torch.as_tensor(np.concatenate([X.astype(np.float32), mixed]))
+    W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
+    theta = interpreter.module_.theta.weight.detach()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        net = GateNet(W.shape[1], hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    n = len(waves)
+    steps = epochs * -(-n // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
+    history = []
+    for epoch in tqdm(range(epochs), desc="gates", disable=verbose <= 0):
+        sharp = SHARPEN ** (epoch / max(epochs - 1, 1))
+        total, t0 = 0.0, time.perf_counter()
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            objective = _Faithfulness(
+                interpreter, waves[idx], decided[idx], "linear", energy_penalty
+            )
+            with frozen(interpreter.classifier), torch.enable_grad():
+                gates = torch.sigmoid(net(H[idx], z[idx], theta, decided[idx]) * sharp)
+                loss = objective(soft_mask(W, H[idx], gates)).mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the gate network's loss became {float(loss.detach())} in epoch "
+                        f"{epoch + 1}; lower lr, or check the classifier for NaN/inf outputs."
+                    )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                schedule.step()
+            total += float(loss.detach()) * len(idx)
+        history.append({"loss": total / n, "seconds": time.perf_counter() - t0})
+    return net.eval(), history

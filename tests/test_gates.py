@@ -1,0 +1,130 @@
+"""The amortised gates: fit_gates trains a network that chooses explain's gates in one pass."""
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from _small import small_pipe, small_setup
+
+from nmfinterp import explain
+from nmfinterp.explain import ENERGY_PENALTY, _Faithfulness, soft_mask
+from nmfinterp.gates import GateNet
+from nmfinterp.persistence import load, save
+
+
+@pytest.fixture(scope="module")
+def gated():
+    clf, x_train, y_train, _ = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    pipe[-1].fit_gates(x_train, epochs=10, hidden=16, mixtures=1, lr=1e-2)
+    return pipe
+
+
+def _objective(pipe, x, ex):
+    """explain's refinement objective of each clip's explanation (what the gates are trained on)."""
+    it = pipe[-1]
+    W = torch.as_tensor(it.dictionary_.dictionary_, dtype=torch.float32)
+    obj = _Faithfulness(
+        it, torch.as_tensor(x), torch.as_tensor(ex.classes), "linear", ENERGY_PENALTY
+    )
+    with torch.no_grad():
+        H = torch.as_tensor(np.stack(ex.activations))
+        G = torch.as_tensor(np.stack(ex.gates), dtype=torch.float32)
+        return obj(soft_mask(W, H, G)).numpy()
+
+
+def test_an_untrained_gate_network_gives_the_interpreters_selection():
+    clf, x_train, y_train, x_test = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    it = pipe[-1]
+    it.gate_module_ = GateNet(it.n_components_, hidden=8).eval()  # last layer starts at zero
+    amortised = explain(pipe, x_test, amortised=True)
+    plain = explain(pipe, x_test, refine_steps=0)
+    for a, p in zip(amortised.gates, plain.gates, strict=True):
+        np.testing.assert_array_equal(a, p)
+    np.testing.assert_allclose(np.asarray(amortised), np.asarray(plain), atol=1e-6)
+
+
+def test_fit_gates_learns_gates_that_lower_the_objective(gated):
+    _, x_train, _, x_test = small_setup()
+    it = gated[-1]
+    losses = [h["loss"] for h in it.gate_history_]
+    assert len(losses) == 10 and losses[-1] < losses[0], losses
+    # on the clips it was trained on, the amortised gates beat the interpreter's own selection on
+    # the objective they were trained for
+    amortised = explain(gated, x_train, amortised=True)
+    plain = explain(gated, x_train, refine_steps=0)
+    assert _objective(gated, x_train, amortised).mean() < _objective(gated, x_train, plain).mean()
+    # and they are explanations like any other: per-frame gates, audio that splits the input
+    ex = explain(gated, x_test, amortised=True)
+    assert ex.settings["amortised"] is True and ex.settings["refine_steps"] == 0
+    np.testing.assert_allclose(np.asarray(ex) + np.asarray(ex.residuals), x_test, atol=1e-5)
+    assert all(
+        g.dtype == bool and g.shape == h.shape
+        for g, h in zip(ex.gates, ex.activations, strict=True)
+    )
+    # top_k caps the components kept, the most relevant ones
+    capped = explain(gated, x_test, amortised=True, top_k=1)
+    assert all(len(s) <= 1 for s in capped.selected)
+
+
+def test_gates_survive_joblib_and_safetensors(gated, tmp_path):
+    _, _, _, x_test = small_setup()
+    before = np.asarray(explain(gated, x_test, amortised=True))
+    joblib.dump(gated, tmp_path / "p.joblib")
+    again = joblib.load(tmp_path / "p.joblib")
+    np.testing.assert_allclose(np.asarray(explain(again, x_test, amortised=True)), before)
+    save(gated, tmp_path / "p.safetensors")
+    loaded = load(tmp_path / "p.safetensors", classifier=gated[-1].classifier)
+    assert isinstance(loaded[-1].gate_module_, GateNet)
+    np.testing.assert_allclose(np.asarray(explain(loaded, x_test, amortised=True)), before)
+    assert loaded[-1].gate_history_ == gated[-1].gate_history_
+
+
+def test_amortised_without_a_gate_network_says_how_to_train_it():
+    clf, x_train, y_train, x_test = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    with pytest.raises(ValueError, match=r"fit_gates"):
+        explain(pipe, x_test, amortised=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"amortised": "yes"}, "amortised"),
+        ({"amortised": True, "refine_steps": 5}, "refine_steps"),
+        ({"amortised": True, "threshold": 0.2}, "threshold"),
+    ],
+)
+def test_bad_amortised_calls_are_named(gated, kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        explain(gated, small_setup()[3][:1], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"hidden": 0}, "hidden"),
+        ({"mixtures": -1}, "mixtures"),
+        ({"lr": 0}, "lr"),
+        ({"energy_penalty": -1.0}, "energy_penalty"),
+    ],
+)
+def test_bad_fit_gates_arguments_are_named(gated, kwargs, word):
+    before = gated[-1].gate_module_
+    with pytest.raises(ValueError, match=word):
+        gated[-1].fit_gates(small_setup()[1], **kwargs)
+    assert gated[-1].gate_module_ is before  # the trained gates are kept
+
+
+def test_fit_gates_needs_a_fitted_single_label_interpreter():
+    from sklearn.exceptions import NotFittedError
+
+    clf, x_train, y_train, _ = small_setup()
+    with pytest.raises(NotFittedError):
+        small_pipe(clf)[-1].fit_gates(x_train)
+    multi = small_pipe(clf, multilabel=True).fit(x_train, (y_train > 0).astype(float))
+    with pytest.raises(ValueError, match="multilabel"):
+        multi[-1].fit_gates(x_train)
