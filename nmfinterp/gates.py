@@ -35,7 +35,7 @@ class GateNet(nn.Module):
     layer starts at zero, so an untrained GateNet gives the interpreter's own selection.
     """
 
-    def __init__(self, n_components: int, hidden: int = 256, width: int = 5):
+    def __init__(self, n_components: int, hidden: int = 64, width: int = 5):
         super().__init__()
         self.n_components, self.hidden, self.width = n_components, hidden, width
         self.body = nn.Sequential(

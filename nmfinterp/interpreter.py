@@ -876,7 +876,7 @@ class InterpreterEstimator(BaseEstimator):
         *,
         epochs: int = 30,
         lr: float = 1e-3,
-        hidden: int = 256,
+        hidden: int = 64,
         mixtures: int = 2,
         energy_penalty: float | None = None,
     ):
@@ -896,6 +896,7 @@ class InterpreterEstimator(BaseEstimator):
         X : AudioFeatures or array (n_clips, n_samples)
             Clips of equal length at the pipeline's sample rate (or the pipeline's features of them).
         epochs, lr, hidden : training length, Adam's learning rate, the network's channels.
+            (On ESC-10, 64 channels were as faithful as 256 and cheaper per explanation.)
         mixtures : int, default=2
             Rounds of mixtures: each clip plus one clip of another (classifier) class, the other at
             -12..0 dB, so that the gates also learn to drop an interfering source.
