@@ -560,6 +560,7 @@ class InterpreterEstimator(BaseEstimator):
             The classifier's outputs (logits or probabilities) on those clips, or its predicted labels.
         """
         saved = dict(self.__dict__) if self.warm_start and hasattr(self, "module_") else None
+        before = getattr(self, "module_", None)
         with limit_threads_in_workers():
             try:
                 return self._fit(X, y)
@@ -568,6 +569,11 @@ class InterpreterEstimator(BaseEstimator):
                     self.__dict__.clear()
                     self.__dict__.update(saved)
                 raise
+            finally:
+                # a gate network (fit_gates) learned the previous module's H: not this one's
+                if getattr(self, "module_", None) is not before:
+                    for name in ("gate_module_", "gate_history_"):
+                        self.__dict__.pop(name, None)
 
     def _fit(self, X, y):
         self._validate_params()

@@ -128,3 +128,16 @@ def test_fit_gates_needs_a_fitted_single_label_interpreter():
     multi = small_pipe(clf, multilabel=True).fit(x_train, (y_train > 0).astype(float))
     with pytest.raises(ValueError, match="multilabel"):
         multi[-1].fit_gates(x_train)
+
+
+def test_fitting_again_drops_the_gates_of_the_previous_fit():
+    clf, x_train, y_train, x_test = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    pipe[-1].fit_gates(x_train, epochs=1, hidden=8, mixtures=0)
+    with pytest.raises(ValueError):  # a refused fit keeps them
+        pipe[-1].fit(x_train, y_train[:3])
+    assert hasattr(pipe[-1], "gate_module_")
+    pipe.fit(x_train, y_train)
+    assert not hasattr(pipe[-1], "gate_module_")
+    with pytest.raises(ValueError, match="fit_gates"):
+        explain(pipe, x_test, amortised=True)
