@@ -18,11 +18,11 @@
    ``--others``, (b) and (c) take s2 from that folder instead.
 4. Every explainer is asked to explain the classifier's decision on each input, and every one goes
    through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement, with its
-   amortised gates instead of the refinement, and two ablations of it; L2I with its official selection; nmfinterp trained with ``faithfulness=1``;
-   random components; all components; captum saliency, integrated gradients
-   and occlusion; an L-MAC-style decoder; a black-box NMF explainer; and, on mixtures, an oracle
-   that gates nmfinterp's own components with the true sources (an upper bound for a choice of
-   gates, not an explainer). Per method and condition: FF,
+   amortised gates instead of the refinement, and two ablations of it; L2I with its official
+   selection; nmfinterp trained with ``faithfulness=1``; random components; all components;
+   captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
+   explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
+   sources (an upper bound for a choice of gates, not an explainer). Per method and condition: FF,
    AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95% CI), and for mixtures the
    SI-SDR of the explanation against the deciding source and against the other source, the SI-SDR
    of the mixture itself, and the deciding source's share of the explanation's energy. Mixtures
@@ -30,9 +30,9 @@
 5. Silero VAD, a model nobody here wrote: its speech decisions on FSDD speech mixed with test-fold
    sounds, explained by nmfinterp (and the random / all-components bounds).
 6. Costs, as ratios measured in one run: explain (refined, not refined, amortised) vs classifier
-   forward + STFT + ISTFT of the same batch; interpreter fit with cached vs recomputed hidden features; NMFDictionary vs sklearn's
-   ``cd`` solver at equal reconstruction error; fit time per clip at 1x, 2x, 4x the data with the
-   peak memory of each fit (in a fresh process).
+   forward + STFT + ISTFT of the same batch; interpreter fit with cached vs recomputed hidden
+   features; NMFDictionary vs sklearn's ``cd`` solver at equal reconstruction error; fit time per
+   clip at 1x, 2x, 4x the data with the peak memory of each fit (in a fresh process).
 
 The raw results go to ``<out>/esc10.json`` (``esc10_quick.json`` with ``--quick``);
 ``benchmarks/make_table.py`` turns them into ``docs/benchmarks.md``.
