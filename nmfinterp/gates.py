@@ -77,8 +77,7 @@ def _activations(interpreter, x: np.ndarray):
     spec, net = interpreter.spectrogram_, interpreter.module_
     n_frames = spec.stft(torch.as_tensor(x[:1])).shape[-1]
     Hs, zs, cs = [], [], []
-    for start in range(0, len(x), interpreter.batch_size):
-        feats, scores = interpreter._extract(x[start : start + interpreter.batch_size])
+    for _, feats, scores in interpreter._batches(x):
         with torch.no_grad():
             H, _ = net(feats, n_frames)
             Hs.append(H)

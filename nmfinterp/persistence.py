@@ -150,16 +150,13 @@ class _Writer:
     def fitted(self, index, key, value):
         if isinstance(value, BaseEstimator):
             return {"__estimator__": self.node(value)}
-        if isinstance(value, InterpreterNet):
+        if isinstance(value, InterpreterNet | GateNet):
             prefix = f"{index}/{key}/"
             for name, t in value.state_dict().items():
                 self.tensors[prefix + name] = t.detach().cpu().contiguous().clone()
+            if isinstance(value, GateNet):
+                return {"__gates__": prefix, "hidden": value.hidden, "width": value.width}
             return {"__module__": prefix}
-        if isinstance(value, GateNet):
-            prefix = f"{index}/{key}/"
-            for name, t in value.state_dict().items():
-                self.tensors[prefix + name] = t.detach().cpu().contiguous().clone()
-            return {"__gates__": prefix, "hidden": value.hidden, "width": value.width}
         if isinstance(value, np.ndarray) and value.dtype != object:
             name = f"{index}/{key}"
             self.tensors[name] = torch.from_numpy(np.ascontiguousarray(value).copy())
@@ -404,32 +401,28 @@ def load(path, classifier=None, *, classifier_input=None, classifier_output=None
     return build(config["estimator"])
 
 
-def _module(est, prefix, tensors, path) -> InterpreterNet:
+def _load_state(net, prefix, tensors, path, what: str):
+    """``net`` with the saved tensors under ``prefix``, in eval mode."""
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    net = InterpreterNet(
-        est.layer_channels_, est.n_components_, len(est.classes_), est.hidden, est.pooling
-    )
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(
-            f"{path}: the interpreter's saved weights do not fit its shape: {exc}"
-        ) from None
+        raise ValueError(f"{path}: {what}'s saved weights do not fit its shape: {exc}") from None
+    return net.eval()
+
+
+def _module(est, prefix, tensors, path) -> InterpreterNet:
+    net = InterpreterNet(
+        est.layer_channels_, est.n_components_, len(est.classes_), est.hidden, est.pooling
+    )
+    net = _load_state(net, prefix, tensors, path, "the interpreter")
     if est.classifier is not None:
         from .hooks import resolve_layers
 
         resolve_layers(est.classifier, est.layers_)
-    return net.eval()
+    return net
 
 
 def _gates(est, spec: dict, tensors, path) -> GateNet:
-    prefix = spec["__gates__"]
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     net = GateNet(est.n_components_, spec["hidden"], spec["width"])
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{path}: the gate network's saved weights do not fit its shape: {exc}"
-        ) from None
-    return net.eval()
+    return _load_state(net, spec["__gates__"], tensors, path, "the gate network")
