@@ -393,6 +393,11 @@ def _cmd_fit(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{str(out)!r} exists; choose another --out or pass --force to replace it.")
+    if args.gate_epochs and args.multilabel:
+        raise CLIError(
+            "--gate-epochs trains gates for single-label decisions; drop it with --multilabel "
+            "(multilabel models are explained without refinement)."
+        )
     try:
         kwargs = json.loads(args.classifier_kwargs) if args.classifier_kwargs else {}
     except json.JSONDecodeError as exc:
@@ -460,6 +465,8 @@ def _cmd_fit(args) -> int:
         InterpreterEstimator(clf, layers=layers, verbose=args.verbose, **interp_params),
     )
     pipe.fit(X, y)
+    if args.gate_epochs:
+        pipe[-1].fit_gates(X, epochs=args.gate_epochs)
     metrics: dict = {"n_clips": len(X), "fidelity_top1_train": float(pipe.score(X, y))}
     if labels is not None and class_names is not None and y.ndim == 2 and not args.multilabel:
         known = [i for i, lab in enumerate(labels) if lab in class_names]
@@ -480,7 +487,9 @@ def _cmd_fit(args) -> int:
     }
     _meta_path(out).write_text(json.dumps(meta, indent=2))
     print(
-        f"fitted on {len(X)} clips ({pipe[1].n_components} components, {args.epochs} epochs); "
+        f"fitted on {len(X)} clips ({pipe[1].n_components} components, {args.epochs} epochs"
+        + (f", gate network {args.gate_epochs} epochs" if args.gate_epochs else "")
+        + "); "
         f"top-1 fidelity on those clips {metrics['fidelity_top1_train']:.3f}; "
         f"saved {out} and {_meta_path(out)}"
     )
@@ -493,6 +502,8 @@ def _explain_inputs(args):
     from .explain import explain as explain_fn
 
     interp = _interpreter_of(model)
+    if args.amortised:
+        _check_amortised(args, interp)
     sr = interp.spectrogram_.sr
     paths = find_audio(args.inputs)
     clips = _load_clips(paths, sr, None, args.verbose)
@@ -508,10 +519,35 @@ def _explain_inputs(args):
         refine_steps=args.refine_steps,
         per_frame=not args.per_clip_gates,
         **({} if args.energy_penalty is None else {"energy_penalty": args.energy_penalty}),
+        amortised=args.amortised,
         verbose=args.verbose,
     )
     names = _clip_names(paths, args.inputs)
     return model, meta, ex, names, class_names
+
+
+def _check_amortised(args, interp) -> None:
+    """--amortised: a gate network saved with the model, and no option it replaces."""
+    clash = [
+        name
+        for name, given in (
+            ("--refine-steps", args.refine_steps is not None),
+            ("--energy-penalty", args.energy_penalty is not None),
+            ("--per-clip-gates", args.per_clip_gates),
+            ("--threshold", args.threshold != 0),
+        )
+        if given
+    ]
+    if clash:
+        raise CLIError(
+            f"--amortised replaces the refinement and its options; drop {', '.join(clash)} "
+            "(--top-k still applies)."
+        )
+    if getattr(interp, "gate_module_", None) is None:
+        raise CLIError(
+            f"--amortised needs a gate network, and {args.model!r} has none; fit the model with "
+            "'nmfinterp fit ... --gate-epochs 30', or explain without --amortised."
+        )
 
 
 def _cmd_explain(args) -> int:
@@ -655,6 +691,12 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         help="with refinement, keep or drop each component for the whole clip instead of frame "
         "by frame",
     )
+    p.add_argument(
+        "--amortised",
+        action="store_true",
+        help="gates from the model's gate network (fit with --gate-epochs) in one pass instead "
+        "of the refinement: about as fast as --refine-steps 0, less faithful than the refinement",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="progress bars")
 
 
@@ -747,6 +789,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--faithfulness", type=float, help="weight of the faithfulness term (0: plain L2I)"
+    )
+    fit.add_argument(
+        "--gate-epochs",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="then train the gate network of 'explain --amortised' for N epochs (about N "
+        "refinements of the clips; default: %(default)s, none)",
     )
     fit.add_argument("--multilabel", action="store_true", help="sigmoid outputs, one per class")
     fit.add_argument("--random-state", type=int, default=0, help="seed (%(default)s)")

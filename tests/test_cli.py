@@ -135,6 +135,27 @@ def test_energy_penalty_and_per_clip_gates_reach_explain(corpus, fitted, tmp_pat
     assert "--energy-penalty" in capsys.readouterr().err
 
 
+def test_gate_epochs_then_amortised_explain_equals_the_library(corpus, tmp_path, capsys):
+    root, _, _ = corpus
+    model = tmp_path / "gated.joblib"
+    fit = ["fit", str(root / "clips"), "--classifier", "nmfinterp.classifiers:LogMelCNN"]
+    fit += ["--classifier-kwargs", json.dumps(KWARGS), "--weights", str(root / "weights.pt")]
+    assert main([*fit, "-o", str(model), *FAST, "--gate-epochs", "2"]) == 0
+    assert "gate network 2 epochs" in capsys.readouterr().out
+    pipe = joblib.load(model)
+    assert len(pipe[-1].gate_history_) == 2
+    clip = next((root / "clips" / "rain").iterdir())
+    out = tmp_path / "o"
+    assert (
+        main(["explain", str(model), str(clip), "-o", str(out), "--amortised", "--top-k", "3"]) == 0
+    )
+    x, _ = sf.read(clip, dtype="float32")
+    ex = explain(pipe, x[None], amortised=True, top_k=3)
+    assert ex.selected[0].size <= 3
+    wav, _ = sf.read(next(out.iterdir()), dtype="float32")
+    np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+
+
 def test_report_command_writes_a_self_contained_html(corpus, fitted, tmp_path):
     root, _, _ = corpus
     metrics = tmp_path / "m.json"
@@ -226,6 +247,13 @@ def test_factory_from_a_python_file(corpus, tmp_path, monkeypatch):
         (["explain", "CLIPS/bird/00.wav", "CLIPS", "-o", "x"], "could not be loaded as a joblib model"),
         (["explain", "MODEL", "CLIPS", "-o", "x", "--class", "cow"], "'cow' is not a class name"),
         (["report", "MODEL", "CLIPS", "--metrics", "CLIPS/bird/00.wav"], "is not valid JSON"),
+        (["explain", "MODEL", "CLIPS", "-o", "x", "--amortised"], "has none; fit the model with 'nmfinterp fit ... --gate-epochs 30'"),
+        (["explain", "MODEL", "CLIPS", "-o", "x", "--amortised", "--refine-steps", "5", "--threshold", "0.1"],
+         "drop --refine-steps, --threshold (--top-k still applies)"),
+        (["report", "MODEL", "CLIPS", "--amortised", "--per-clip-gates", "--energy-penalty", "0"],
+         "drop --energy-penalty, --per-clip-gates"),
+        (["fit", "CLIPS", "--classifier", "a:b", "-o", "m.joblib", "--gate-epochs", "3", "--multilabel"],
+         "--gate-epochs trains gates for single-label decisions"),
     ],
 )  # fmt: skip
 def test_user_mistakes_exit_2_with_one_line_and_no_traceback(
