@@ -7,8 +7,8 @@ One fit of the benchmark says little about a training setting: on ESC-10's 80 te
 is 0.0125 of fidelity, and seeds of the same setting spread over several clips. This trains the
 benchmark's classifier once (``nmfinterp/benchmark.py``'s full settings), then fits the pipeline
 (dictionary and interpreter) with each seed under each setting and saves every fidelity to
-``benchmarks/results/fidelity_seeds.json``: the defaults, and ``lr_schedule="constant"`` (L2I's
-constant learning rate). Settings are compared seed by seed (the same seed gives both the same
+``benchmarks/results/fidelity_seeds.json``: the defaults, ``hidden=64`` (the default before
+``hidden=32``) and ``lr_schedule="constant"`` (L2I's constant learning rate). Settings are compared seed by seed (the same seed gives both the same
 dictionary and the same initialisation).
 """
 
@@ -35,7 +35,11 @@ from nmfinterp.benchmark import (  # noqa: E402
 from nmfinterp.datasets import load_esc_folder  # noqa: E402
 from nmfinterp.demo import build_pipeline  # noqa: E402
 
-SETTINGS = {"defaults": {}, 'lr_schedule="constant"': {"lr_schedule": "constant"}}
+SETTINGS = {
+    "defaults": {},
+    "hidden=64": {"hidden": 64},
+    'lr_schedule="constant"': {"lr_schedule": "constant"},
+}
 
 
 def main(argv=None) -> int:

@@ -255,9 +255,10 @@ class InterpreterEstimator(BaseEstimator):
     spectrogram, dictionary : estimators or None
         Front end used only when ``fit`` is given raw waveforms instead of the output of a
         ``SpectrogramTransformer`` + ``NMFDictionary`` pipeline. ``None``: the defaults.
-    hidden : int, default=64
-        Width of Ψ's convolutions. On ESC-10 (K=100) 64 was as faithful and as close to the
-        classifier as 128 within the spread between seeds, at half Ψ's cost (docs/benchmarks.md).
+    hidden : int, default=32
+        Width of Ψ's convolutions. On ESC-10 (K=100) 32 was as close to the classifier as 64 (and
+        64 as 128) within the spread between seeds, and a training step costs about half of 64's;
+        ``benchmarks/fidelity_seeds.py`` compares the two over seeds (docs/benchmarks.md).
     pooling : {"attention", "max", "mean"}, default="attention"
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
@@ -389,7 +390,7 @@ class InterpreterEstimator(BaseEstimator):
         multilabel=False,
         spectrogram=None,
         dictionary=None,
-        hidden=64,
+        hidden=32,
         pooling="attention",
         alpha=10.0,
         beta=0.8,
