@@ -256,9 +256,9 @@ class InterpreterEstimator(BaseEstimator):
         Front end used only when ``fit`` is given raw waveforms instead of the output of a
         ``SpectrogramTransformer`` + ``NMFDictionary`` pipeline. ``None``: the defaults.
     hidden : int, default=32
-        Width of Ψ's convolutions. On ESC-10 (K=100) 32 was as close to the classifier as 64 (and
-        64 as 128) within the spread between seeds, and a training step costs about half of 64's;
-        ``benchmarks/fidelity_seeds.py`` compares the two over seeds (docs/benchmarks.md).
+        Width of Ψ's convolutions. On ESC-10 (K=100), over ten seeds, 32 agreed with the
+        classifier more often than 64 (and 64 was as close as 128), and a fit costs less;
+        ``benchmarks/fidelity_seeds.py`` compares the two (figures in docs/benchmarks.md).
     pooling : {"attention", "max", "mean"}, default="attention"
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
