@@ -8,8 +8,9 @@ is 0.0125 of fidelity, and seeds of the same setting spread over several clips. 
 benchmark's classifier once (``nmfinterp/benchmark.py``'s full settings), then fits the pipeline
 (dictionary and interpreter) with each seed under each setting and saves every fidelity to
 ``benchmarks/results/fidelity_seeds.json``: the defaults, ``hidden=64`` (the default before
-``hidden=32``) and ``lr_schedule="constant"`` (L2I's constant learning rate). Settings are compared seed by seed (the same seed gives both the same
-dictionary and the same initialisation).
+``hidden=32``) and ``lr_schedule="constant"`` (L2I's constant learning rate). Settings are
+compared seed by seed (the same seed gives both the same dictionary and the same
+initialisation).
 """
 
 from __future__ import annotations

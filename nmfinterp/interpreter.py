@@ -34,7 +34,7 @@ class InterpreterNet(nn.Module):
     non-negative activations per frame (ReLU), as in L2I's decoder.
     """
 
-    def __init__(self, layer_channels, n_components, n_classes, hidden=32, pooling="attention"):
+    def __init__(self, layer_channels, n_components, n_classes, hidden, pooling="attention"):
         super().__init__()
         self.pooling = pooling
         self.adapters = nn.ModuleList(
