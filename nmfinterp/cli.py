@@ -519,6 +519,7 @@ def _explain_inputs(args):
         refine_steps=args.refine_steps,
         per_frame=not args.per_clip_gates,
         **({} if args.energy_penalty is None else {"energy_penalty": args.energy_penalty}),
+        contrast_penalty=args.contrast_penalty,
         amortised=args.amortised,
         verbose=args.verbose,
     )
@@ -533,6 +534,7 @@ def _check_amortised(args, interp) -> None:
         for name, given in (
             ("--refine-steps", args.refine_steps is not None),
             ("--energy-penalty", args.energy_penalty is not None),
+            ("--contrast-penalty", args.contrast_penalty is not None),
             ("--per-clip-gates", args.per_clip_gates),
             ("--threshold", args.threshold != 0),
         )
@@ -684,6 +686,14 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         metavar="X",
         help="with refinement, weight of the share of the clip's energy kept (default: 1.0; "
         "0: faithfulness alone)",
+    )
+    p.add_argument(
+        "--contrast-penalty",
+        type=_non_negative_float,
+        default=None,
+        metavar="X",
+        help="with refinement, weight of the energy kept from components that other classes the "
+        "classifier hears use more than the explained one (default: 100; 0: off)",
     )
     p.add_argument(
         "--per-clip-gates",

@@ -23,6 +23,9 @@ _EPS = 1e-8
 REFINE_STEPS = 20
 #: weight of the kept energy share in the refinement's objective by default (docs/benchmarks.md)
 ENERGY_PENALTY = 1.0
+#: weight of the refinement's contrast term by default (see :func:`contrast_weights`;
+#: docs/benchmarks.md measures it against 0)
+CONTRAST_PENALTY = 100.0
 
 
 def relevance(
@@ -80,6 +83,34 @@ def select_components(
     return keep
 
 
+def contrast_weights(
+    usage: torch.Tensor, probs: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """a_k = max(0, Σ_{j≠c} p_j (u_{j,k} − u_{c,k})), ``(n_clips, K)``, each in [0, 1].
+
+    How much more the other classes than the explained class c use component k, weighted by the
+    classifier's probabilities p_j of those classes. ``usage`` is the interpreter's
+    ``class_usage_`` (the mean pooled activation of each component over each class's training
+    clips), scaled per component by the class that uses it most: u_{j,k} in [0, 1]. A component
+    that the explained class uses as much as any probable rival gets 0; one that only a class the
+    classifier also hears uses gets up to that class's probability. The refinement weighs the
+    energy kept from such components (``contrast_penalty``): on a mixture, where they mostly carry
+    the other source, this keeps less of it (docs/benchmarks.md).
+
+    Examples
+    --------
+    >>> usage = torch.tensor([[1.0, 0.0], [0.5, 2.0]])  # scaled per column: [[1, 0], [0.5, 1]]
+    >>> contrast_weights(usage, torch.tensor([[0.8, 0.2]]), torch.tensor([0])).tolist()
+    [[0.0, 0.20000000298023224]]
+    """
+    usage = torch.as_tensor(usage, dtype=torch.float32)
+    scaled = usage / usage.amax(dim=0, keepdim=True).clamp_min(_EPS)
+    others = probs.float().clone()
+    others[torch.arange(len(classes)), classes] = 0.0
+    rivals = others @ scaled - others.sum(dim=1, keepdim=True) * scaled[classes]
+    return rivals.clamp(0.0, 1.0)
+
+
 def soft_mask(W: torch.Tensor, H: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """M = (Σ_k w_k (g_k ⊙ h_k)ᵀ) / (W H + ε), in [0, 1], ``(n_clips, F, T)``.
 
@@ -112,10 +143,29 @@ def masked_spectrum(spec: torch.Tensor, mask: torch.Tensor, domain: str = "linea
     raise ValueError(f"mask_domain={domain!r}; expected 'linear' or 'log'.")
 
 
+def _contrast_penalty(interpreter, value) -> float:
+    """``contrast_penalty`` checked; ``None``: ``CONTRAST_PENALTY``, or 0 for an interpreter
+    without ``class_usage_`` (multilabel, or fitted before it existed)."""
+    usage = getattr(interpreter, "class_usage_", None)
+    if value is None:
+        return 0.0 if usage is None else CONTRAST_PENALTY
+    if not isinstance(value, int | float | np.number) or not value >= 0:
+        raise ValueError(f"contrast_penalty={value!r}; expected a non-negative number or None.")
+    if value and usage is None:
+        raise ValueError(
+            f"contrast_penalty={value!r} needs the interpreter's class_usage_, which this one "
+            "lacks (a multilabel interpreter, or one fitted by an earlier nmfinterp): fit it "
+            "again, or pass contrast_penalty=0."
+        )
+    return float(value)
+
+
 class _Faithfulness:
     """The faithfulness objective of a decision, per clip, for masks on a batch of clips:
     ``CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M)
-    + energy_penalty · E(x_in) / E(x)`` (E: the STFT energy the mask keeps)."""
+    + energy_penalty · E(x_in) / E(x) + contrast_penalty · E_a(x_in) / E(x)`` (E: the STFT energy
+    the mask keeps; E_a: the part of it from components weighted by :func:`contrast_weights`,
+    ``Σ M ⊙ |X|² ⊙ W(a H) / (W H)``, which needs ``H`` and the classifier's ``scores`` on ``x``)."""
 
     def __init__(
         self,
@@ -124,17 +174,26 @@ class _Faithfulness:
         classes: torch.Tensor,
         mask_domain: str,
         energy_penalty: float = 0.0,
+        contrast_penalty: float = 0.0,
+        H: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ):
         from .hooks import classifier_device
 
         self.it, self.domain, self.energy_penalty = interpreter, mask_domain, energy_penalty
+        self.contrast_penalty = contrast_penalty
         self.dev = classifier_device(interpreter.classifier)
         self.x = x.to(self.dev)
         self.padded = interpreter.spectrogram_._padded_stft(self.x)
-        if energy_penalty:  # each bin's share of the clip's energy, on the mask's frame grid
-            S, frames = self.padded
+        if energy_penalty or contrast_penalty:  # each bin's share of the clip's energy
+            S, frames = self.padded  # (on the mask's frame grid)
             power = S.abs()[..., frames : S.shape[-1] - frames] ** 2
             self.power = power / power.sum(dim=(1, 2), keepdim=True).clamp_min(1e-20)
+        if contrast_penalty:  # each bin's share that comes from the weighted components
+            W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
+            probs = interpreter._log_probs(scores.detach().float()).exp()
+            a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())
+            self.contrast = self.power * soft_mask(W, H.detach().cpu(), a).to(self.dev)
         self.cls = classes.to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
         self.params = {k: v.detach() for k, v in interpreter.classifier.named_parameters()}
@@ -150,6 +209,8 @@ class _Faithfulness:
         penalty = self.it.mask_penalty * M.mean(dim=(1, 2))
         if self.energy_penalty:
             penalty = penalty + self.energy_penalty * (M * self.power).sum(dim=(1, 2))
+        if self.contrast_penalty:
+            penalty = penalty + self.contrast_penalty * (M * self.contrast).sum(dim=(1, 2))
         return ce_in - ce_out.clamp(max=self.cap) + penalty
 
 
@@ -165,6 +226,8 @@ def refine_selection(
     per_frame: bool = True,
     mask_domain: str = "linear",
     energy_penalty: float = ENERGY_PENALTY,
+    contrast_penalty: float = 0.0,
+    scores: torch.Tensor | None = None,
     lr: float = 0.5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
@@ -174,10 +237,13 @@ def refine_selection(
     faithfulness term trains with; ``r`` is the relevance minus the threshold) and takes ``steps``
     Adam steps on the logits of the gates to lower the faithfulness objective of the decision
     itself, ``CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M) +
-    energy_penalty · E(x_in) / E(x)``, where x_in is the clip re-synthesised through the mask of
-    the gated components, c the explained class and E(x_in) / E(x) the share of the clip's STFT
-    energy the mask keeps (so the explanation drops loud parts the decision does not need, such
-    as an interfering source; docs/benchmarks.md measures it). With ``per_frame=True`` there is
+    energy_penalty · E(x_in) / E(x) + contrast_penalty · E_a(x_in) / E(x)``, where x_in is the clip
+    re-synthesised through the mask of the gated components, c the explained class, E(x_in) / E(x)
+    the share of the clip's STFT energy the mask keeps (so the explanation drops loud parts the
+    decision does not need, such as an interfering source; docs/benchmarks.md measures it) and
+    E_a(x_in) the part of it from components that other probable classes use more than c
+    (:func:`contrast_weights`, from the classifier's ``scores`` on ``x`` and the interpreter's
+    ``class_usage_``; needed when ``contrast_penalty > 0``). With ``per_frame=True`` there is
     one gate per component and frame (component k can be kept where it carries the decision and
     dropped where it does not: on ESC-10 mixtures this was more faithful and kept less of the
     interfering source than one gate per component); ``per_frame=False`` has one gate per
@@ -192,7 +258,9 @@ def refine_selection(
     from .hooks import frozen
 
     W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
-    objective = _Faithfulness(interpreter, x, classes, mask_domain, energy_penalty)
+    objective = _Faithfulness(
+        interpreter, x, classes, mask_domain, energy_penalty, contrast_penalty, H, scores
+    )
     T = H.shape[-1]
     # clamped so that a few steps can flip any gate (Adam moves each logit ~lr per step)
     start_logit = (r / temperature).clamp(-3.0, 3.0)
@@ -296,6 +364,7 @@ def explain_clips(
     refine_steps: int | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
+    contrast_penalty: float | None = None,
     amortised: bool = False,
     batch_size: int | None = None,
     sr: int | None = None,
@@ -346,6 +415,7 @@ def explain_clips(
         raise ValueError(f"refine_steps={refine_steps!r}; expected a non-negative integer or None.")
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
+    contrast_penalty = _contrast_penalty(interpreter, contrast_penalty)
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
@@ -412,6 +482,8 @@ def explain_clips(
                         per_frame=per_frame,
                         mask_domain=mask_domain,
                         energy_penalty=energy_penalty,
+                        contrast_penalty=contrast_penalty,
+                        scores=scores,
                     )
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls) > 0
@@ -455,6 +527,7 @@ def explain_clips(
             "refine_steps": refine_steps,
             "per_frame": per_frame,
             "energy_penalty": energy_penalty,
+            "contrast_penalty": contrast_penalty,
             "amortised": amortised,
             "single": single,
         },
@@ -474,6 +547,7 @@ def explain(
     refine_steps: int | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
+    contrast_penalty: float | None = None,
     amortised: bool = False,
     batch_size: int | None = None,
     sr: int | None = None,
@@ -520,6 +594,12 @@ def explain(
         With refinement, also penalise the share of the clip's energy the explanation keeps (see
         :func:`refine_selection`): higher values drop more of what the decision does not need,
         e.g. an interfering source, and keep less of the rest; ``0`` asks only for faithfulness.
+    contrast_penalty : float or None, default=None
+        With refinement, also penalise the energy the explanation keeps from components that the
+        other classes the classifier hears in the clip use more than the explained class does
+        (:func:`contrast_weights`, from the interpreter's ``class_usage_``): on a mixture these
+        mostly carry the other source. ``None``: ``CONTRAST_PENALTY`` (100) when the interpreter
+        has ``class_usage_``, else 0; ``0`` turns the term off.
     amortised : bool, default=False
         Choose the gates with the interpreter's gate network (trained once by
         :meth:`~nmfinterp.InterpreterEstimator.fit_gates`) instead of refining them through the
@@ -549,6 +629,7 @@ def explain(
         refine_steps=refine_steps,
         per_frame=per_frame,
         energy_penalty=energy_penalty,
+        contrast_penalty=contrast_penalty,
         amortised=amortised,
         batch_size=batch_size,
         sr=sr,

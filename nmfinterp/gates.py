@@ -73,7 +73,7 @@ def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndar
 
 
 def _activations(interpreter, x: np.ndarray):
-    """H, pooled z and the classifier's decisions for clips ``x``, batch by batch."""
+    """H, pooled z and the classifier's scores for clips ``x``, batch by batch."""
     spec, net = interpreter.spectrogram_, interpreter.module_
     n_frames = spec.stft(torch.as_tensor(x[:1])).shape[-1]
     Hs, zs, cs = [], [], []
@@ -82,7 +82,7 @@ def _activations(interpreter, x: np.ndarray):
             H, _ = net(feats, n_frames)
             Hs.append(H)
             zs.append(net.pool(H))
-        cs.append(scores.argmax(-1))
+        cs.append(scores)
     return torch.cat(Hs), torch.cat(zs), torch.cat(cs)
 
 
@@ -95,6 +95,7 @@ def fit_gates(
     hidden: int,
     mixtures: int,
     energy_penalty: float = ENERGY_PENALTY,
+    contrast_penalty: float = 0.0,
     batch_size: int = 16,
     random_state=None,
     verbose: int = 0,
@@ -102,7 +103,7 @@ def fit_gates(
     """Train a :class:`GateNet` for a fitted single-label interpreter on clips ``X`` (validated).
 
     The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
-    decision on each clip, with soft gates sharpened over the epochs (``SHARPEN``); ``mixtures``
+    decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``), with soft gates sharpened over the epochs (``SHARPEN``); ``mixtures``
     rounds of two-clip mixtures of ``X`` (see :func:`_mixtures`) are added to the clips. Returns the
     network (in eval mode, on the CPU) and the mean loss and seconds of each epoch.
     """
@@ -110,11 +111,12 @@ def fit_gates(
 
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
-    H, z, decided = _activations(interpreter, X)
-    mixed = _mixtures(X, decided.numpy(), mixtures, rng)
+    H, z, scores = _activations(interpreter, X)
+    mixed = _mixtures(X, scores.argmax(-1).numpy(), mixtures, rng)
     if len(mixed):
-        Hm, zm, dm = _activations(interpreter, mixed)
-        H, z, decided = torch.cat([H, Hm]), torch.cat([z, zm]), torch.cat([decided, dm])
+        Hm, zm, sm = _activations(interpreter, mixed)
+        H, z, scores = torch.cat([H, Hm]), torch.cat([z, zm]), torch.cat([scores, sm])
+    decided = scores.argmax(-1)
     waves = torch.as_tensor(np.concatenate([X.astype(np.float32), mixed]))
     W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
     theta = interpreter.module_.theta.weight.detach()
@@ -131,7 +133,14 @@ def fit_gates(
         total, t0 = 0.0, time.perf_counter()
         for idx in torch.randperm(n, generator=gen).split(batch_size):
             objective = _Faithfulness(
-                interpreter, waves[idx], decided[idx], "linear", energy_penalty
+                interpreter,
+                waves[idx],
+                decided[idx],
+                "linear",
+                energy_penalty,
+                contrast_penalty,
+                H[idx],
+                scores[idx],
             )
             with frozen(interpreter.classifier), torch.enable_grad():
                 gates = torch.sigmoid(net(H[idx], z[idx], theta, decided[idx]) * sharp)

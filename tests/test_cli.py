@@ -120,19 +120,28 @@ def test_refine_steps_reach_explain(corpus, fitted, tmp_path, capsys):
     assert "--refine-steps" in capsys.readouterr().err
 
 
-def test_energy_penalty_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, capsys):
+def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, capsys):
     root, _, _ = corpus
     clip = next((root / "clips" / "rain").iterdir())
     out = tmp_path / "o"
-    args = ["--refine-steps", "5", "--energy-penalty", "0", "--per-clip-gates"]
+    args = ["--refine-steps", "5", "--energy-penalty", "0", "--contrast-penalty", "3"]
+    args.append("--per-clip-gates")
     assert main(["explain", str(fitted), str(clip), "-o", str(out), *args]) == 0
     x, _ = sf.read(clip, dtype="float32")
-    ex = explain(joblib.load(fitted), x[None], refine_steps=5, energy_penalty=0.0, per_frame=False)
+    ex = explain(
+        joblib.load(fitted),
+        x[None],
+        refine_steps=5,
+        energy_penalty=0.0,
+        contrast_penalty=3.0,
+        per_frame=False,
+    )
     wav, _ = sf.read(next(out.iterdir()), dtype="float32")
     np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
     capsys.readouterr()
-    assert main(["explain", str(fitted), str(clip), "-o", str(out), "--energy-penalty", "-1"]) == 2
-    assert "--energy-penalty" in capsys.readouterr().err
+    for option in ("--energy-penalty", "--contrast-penalty"):
+        assert main(["explain", str(fitted), str(clip), "-o", str(out), option, "-1"]) == 2
+        assert option in capsys.readouterr().err
 
 
 def test_gate_epochs_then_amortised_explain_equals_the_library(corpus, tmp_path, capsys):
@@ -250,8 +259,8 @@ def test_factory_from_a_python_file(corpus, tmp_path, monkeypatch):
         (["explain", "MODEL", "CLIPS", "-o", "x", "--amortised"], "has none; fit the model with 'nmfinterp fit ... --gate-epochs 30'"),
         (["explain", "MODEL", "CLIPS", "-o", "x", "--amortised", "--refine-steps", "5", "--threshold", "0.1"],
          "drop --refine-steps, --threshold (--top-k still applies)"),
-        (["report", "MODEL", "CLIPS", "--amortised", "--per-clip-gates", "--energy-penalty", "0"],
-         "drop --energy-penalty, --per-clip-gates"),
+        (["report", "MODEL", "CLIPS", "--amortised", "--per-clip-gates", "--energy-penalty", "0",
+          "--contrast-penalty", "1"], "drop --energy-penalty, --contrast-penalty, --per-clip-gates"),
         (["fit", "CLIPS", "--classifier", "a:b", "-o", "m.joblib", "--gate-epochs", "3", "--multilabel"],
          "--gate-epochs trains gates for single-label decisions"),
     ],

@@ -110,6 +110,8 @@ def test_bad_amortised_calls_are_named(gated, kwargs, word):
         ({"mixtures": -1}, "mixtures"),
         ({"lr": 0}, "lr"),
         ({"energy_penalty": -1.0}, "energy_penalty"),
+        ({"contrast_penalty": -1.0}, "contrast_penalty"),
+        ({"contrast_penalty": "1"}, "contrast_penalty"),
     ],
 )
 def test_bad_fit_gates_arguments_are_named(gated, kwargs, word):

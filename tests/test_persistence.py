@@ -48,6 +48,7 @@ def test_round_trip_gives_identical_explanations(setup, fitted, tmp_path):
     assert interp.classifier is clf and interp.history_ == fitted[-1].history_
     assert loaded.get_params()["interpreterestimator__layers"] == LAYERS
     np.testing.assert_array_equal(interp.classes_, fitted[-1].classes_)
+    np.testing.assert_array_equal(interp.class_usage_, fitted[-1].class_usage_)
     # the file is a plain safetensors file with JSON configuration and no pickle inside
     raw = path.read_bytes()
     assert b"__reduce__" not in raw and not raw.startswith(b"\x80")

@@ -1,5 +1,7 @@
 """The scikit-learn experience end to end on synthetic sounds: Pipeline, explain, clone, grid search, joblib."""
 
+import copy
+
 import joblib
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from nmfinterp import (
 )
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
 from nmfinterp.datasets import make_synthetic_sounds
-from nmfinterp.explain import soft_mask
+from nmfinterp.explain import CONTRAST_PENALTY, soft_mask
 
 SR = 16000
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -159,9 +161,11 @@ def test_explanations_have_the_input_length_and_bounded_masks(setup, fitted):
     assert np.asarray(explain(fitted, test.waveforms[0]).waveforms).shape == (1, 8000)
 
 
-def _faithfulness_objective(clf, interp, x, ex, energy_penalty=None):
+def _faithfulness_objective(clf, interp, x, ex, energy_penalty=None, contrast_penalty=None):
     """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M)
-    + energy_penalty·(share of the clip's STFT energy under the mask), per clip."""
+    + energy_penalty·(share of the clip's STFT energy under the mask)
+    + contrast_penalty·(the part of that share from components weighted by how much more the
+    classes the classifier also hears use them than c does), per clip."""
     rows = np.arange(len(x))
     logp_in = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.waveforms)), -1).numpy()
     logp_out = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.residuals)), -1).numpy()
@@ -172,12 +176,26 @@ def _faithfulness_objective(clf, interp, x, ex, energy_penalty=None):
     S, pad = interp.spectrogram_._padded_stft(torch.as_tensor(x))
     power = (S.abs() ** 2).numpy()[..., pad : S.shape[-1] - pad]
     share = (masks * power).sum(axis=(1, 2)) / power.sum(axis=(1, 2))
+    if contrast_penalty is None:
+        contrast_penalty = ex.settings["contrast_penalty"]
+    usage = interp.class_usage_ / np.maximum(interp.class_usage_.max(axis=0), 1e-8)  # in [0, 1]
+    p = torch.softmax(torch.as_tensor(ex.classifier_scores), -1).numpy()
+    p[rows, ex.classes] = 0
+    a = np.clip(p @ usage - p.sum(1, keepdims=True) * usage[ex.classes], 0, 1)  # (n, K)
+    W, H = interp.dictionary_.dictionary_, np.stack(ex.activations)
+    part = np.einsum("fk,nkt->nft", W, H * a[:, :, None])
+    rival = np.clip(part / (np.einsum("fk,nkt->nft", W, H) + 1e-8), 0, 1)
+    rival_share = (masks * power * rival).sum(axis=(1, 2)) / power.sum(axis=(1, 2))
     return (
         ce_in
         - np.minimum(ce_out, np.log(logp_in.shape[1]))
         + interp.mask_penalty * masks.mean(axis=(1, 2))
         + energy_penalty * share
+        + contrast_penalty * rival_share
     )
+
+
+PENALTIES = ("energy_penalty", "contrast_penalty")
 
 
 def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
@@ -188,17 +206,23 @@ def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
     assert refined.settings["refine_steps"] == 10 and plain.settings["refine_steps"] == 0
     np.testing.assert_array_equal(refined.classes, plain.classes)
     # judged by the objective the refinement lowers (with the refined call's energy penalty)
-    before = _faithfulness_objective(clf, fitted[-1], x, plain, refined.settings["energy_penalty"])
+    before = _faithfulness_objective(
+        clf, fitted[-1], x, plain, **{k: refined.settings[k] for k in PENALTIES}
+    )
     after = _faithfulness_objective(clf, fitted[-1], x, refined)
     assert np.all(after <= before + 1e-3), (before, after)
     # where the interpreter's selection leaves room (here: a threshold that keeps nothing, so the
     # explanation is silent), refinement finds the components the classifier needs
     empty = explain(fitted, x, refine_steps=0, threshold=1.5)
     assert all(len(s) == 0 for s in empty.selected)
-    # (faithfulness alone: the energy penalty would also ask it to keep little)
-    found = explain(fitted, x, refine_steps=10, threshold=1.5, energy_penalty=0.0)
+    # (faithfulness alone: the penalties would also ask it to keep little)
+    found = explain(
+        fitted, x, refine_steps=10, threshold=1.5, energy_penalty=0.0, contrast_penalty=0.0
+    )
     assert sum(len(s) > 0 for s in found.selected) >= 3, found.selected
-    start = _faithfulness_objective(clf, fitted[-1], x, empty, found.settings["energy_penalty"])
+    start = _faithfulness_objective(
+        clf, fitted[-1], x, empty, **{k: found.settings[k] for k in PENALTIES}
+    )
     better = _faithfulness_objective(clf, fitted[-1], x, found)
     assert np.all(better <= start + 1e-3) and better.mean() < start.mean() - 0.1, (start, better)
     # the refined explanation is still a sum of the interpreter's components, and still audio
@@ -232,6 +256,62 @@ def test_gates_say_where_each_component_is_kept(setup, fitted):
     # per frame, some component is kept in some frames and dropped in others
     ex = explain(fitted, x, refine_steps=20)
     assert any(((g.any(1)) & ~g.all(1)).any() for g in ex.gates)
+
+
+def test_class_usage_is_each_class_mean_pooled_activation(setup, fitted):
+    _, train, _, y_train, _ = setup
+    interp = fitted[-1]
+    H = torch.as_tensor(interp.activations(train.waveforms))
+    with torch.no_grad():
+        z = interp.module_.pool(H).numpy()
+    top = y_train.argmax(1)
+    assert interp.class_usage_.shape == (4, interp.n_components_)
+    for c in range(4):
+        np.testing.assert_allclose(
+            interp.class_usage_[c], z[top == c].mean(0), rtol=1e-4, atol=1e-6
+        )
+
+
+def test_contrast_penalty_keeps_less_of_what_rival_classes_use(setup, fitted):
+    """The contrast term is what the refinement lowers: with a large weight the explanations keep
+    less energy from components the other probable classes use more than the explained one."""
+    clf, _, test, _, _ = setup
+    x = test.waveforms[:8]
+    off = explain(fitted, x, refine_steps=10, contrast_penalty=0.0)
+    on = explain(fitted, x, refine_steps=10, contrast_penalty=1000.0)
+    assert off.settings["contrast_penalty"] == 0 and on.settings["contrast_penalty"] == 1000
+    # the default is CONTRAST_PENALTY, as the interpreter has class_usage_
+    assert explain(fitted, x[:1]).settings["contrast_penalty"] == CONTRAST_PENALTY > 0
+
+    def rival_share(ex):  # the objective's contrast term alone, per clip
+        kw = {"energy_penalty": 0.0}
+        return _faithfulness_objective(
+            clf, fitted[-1], x, ex, contrast_penalty=1.0, **kw
+        ) - _faithfulness_objective(clf, fitted[-1], x, ex, contrast_penalty=0.0, **kw)
+
+    assert rival_share(on).sum() < rival_share(off).sum(), (rival_share(on), rival_share(off))
+    assert np.all(rival_share(on) >= 0)
+
+
+@pytest.mark.parametrize("penalty", [-1.0, float("nan"), "100"])
+def test_bad_contrast_penalty_is_named(setup, fitted, penalty):
+    with pytest.raises(ValueError, match="contrast_penalty"):
+        explain(fitted, setup[2].waveforms[:1], contrast_penalty=penalty)
+
+
+def test_an_interpreter_without_class_usage_explains_without_the_contrast_term(setup, fitted):
+    """Interpreters fitted before class_usage_ existed (or multilabel ones) have none: by default
+    the term is off for them, and asking for it says what to do."""
+    x = setup[2].waveforms[:2]
+    old = copy.deepcopy(fitted)
+    del old[-1].class_usage_
+    ex = explain(old, x, refine_steps=2)
+    assert ex.settings["contrast_penalty"] == 0
+    np.testing.assert_array_equal(
+        np.asarray(ex), np.asarray(explain(fitted, x, refine_steps=2, contrast_penalty=0.0))
+    )
+    with pytest.raises(ValueError, match="class_usage_.*fit it again, or pass contrast_penalty=0"):
+        explain(old, x, contrast_penalty=10.0)
 
 
 @pytest.mark.parametrize("per_frame", [1, "yes", None])

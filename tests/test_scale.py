@@ -79,10 +79,11 @@ def test_none_cache_runs_the_classifier_every_epoch(setup, monkeypatch):
 
     monkeypatch.setattr(mod, "run_with_hooks", counting)
     n_batches = -(-len(X) // 8)
-    for mode, expected in (("memory", n_batches), ("none", n_batches * 3)):
+    # "none": one pass (stats) + 2 epochs + one pass for class_usage_ after training
+    for mode, expected in (("memory", n_batches), ("none", n_batches * 4)):
         calls["n"] = 0
         small_pipe(clf, feature_cache=mode, epochs=2, faithfulness=0.0).fit(X, y)
-        assert calls["n"] == expected, mode  # one pass (stats) + 2 epochs for "none"
+        assert calls["n"] == expected, mode
 
 
 def test_pipeline_solves_no_nmf_activations_but_they_stay_available(setup, monkeypatch):
