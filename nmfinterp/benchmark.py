@@ -366,7 +366,14 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.0)
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, per-clip gates, energy_penalty=0":
-        ex = explain(pipes["nmfinterp"], x, classes=classes, per_frame=False, energy_penalty=0.0)
+        ex = explain(
+            pipes["nmfinterp"],
+            x,
+            classes=classes,
+            per_frame=False,
+            energy_penalty=0.0,
+            contrast_penalty=0.0,
+        )
         return np.stack(ex.masks), "linear"
     if method == "L2I, official selection":
         return np.stack(explain(pipes["nmfinterp"], x, classes=classes, **OFFICIAL).masks), "log"
