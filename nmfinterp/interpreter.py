@@ -645,6 +645,7 @@ class InterpreterEstimator(BaseEstimator):
             net.set_feature_stats(stats)
             self.history_ = []
         self.interrupted_ = False
+        self.__dict__.pop("class_usage_", None)  # a previous fit's; computed again after training
         try:
             self.module_ = self._train(net, store, torch.as_tensor(V), W, probs, gen)
         finally:
