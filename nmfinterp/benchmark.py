@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -655,17 +656,25 @@ def _scaling_fit(clf, sr, n_components, epochs, X, y):
     return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
 
 
-def _interleaved_times(fns: dict, repeats: int = 3) -> dict:
-    """Median seconds of each of ``fns``, run in turn ``repeats`` times (slow drifts of the
-    machine's speed then touch every workload alike), after one untimed warm-up run of each."""
-    for fn in fns.values():
+def _interleaved_times(fns: dict, repeats: int = 3, min_seconds: float = 0.5) -> dict:
+    """Median seconds per call of each of ``fns``, run in turn ``repeats`` times (slow drifts of
+    the machine's speed then touch every workload alike), after one untimed warm-up run of each.
+
+    A workload whose warm-up took less than ``min_seconds`` is called enough times in a row in
+    each turn to last about that long, and that turn's time per call is their mean: the
+    scheduler's jitter then weighs on a 0.1 s workload about as little as on a 10 s one."""
+    inner = {}
+    for name, fn in fns.items():
+        t = time.perf_counter()
         fn()
+        inner[name] = max(1, math.ceil(min_seconds / max(time.perf_counter() - t, 1e-6)))
     times: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+            for _ in range(inner[name]):
+                fn()
+            times[name].append((time.perf_counter() - t) / inner[name])
     return {name: float(np.median(v)) for name, v in times.items()}
 
 

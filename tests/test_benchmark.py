@@ -131,6 +131,29 @@ def test_fresh_process_gives_nmfinterp_the_parents_threads():
 
 def test_interleaved_times_warm_up_then_time_each_in_turn():
     calls = []
-    times = _interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = _interleaved_times(fns, 2, min_seconds=0)
     assert calls == ["a", "b"] * 3  # one untimed warm-up round, then two timed rounds
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+
+
+def test_interleaved_times_repeat_a_short_workload_within_each_turn():
+    import time
+
+    calls = []
+
+    def short():
+        calls.append("s")
+        time.sleep(0.01)
+
+    def long():
+        calls.append("l")
+        time.sleep(0.06)
+
+    times = _interleaved_times({"s": short, "l": long}, 2, min_seconds=0.05)
+    # the 0.06 s workload once per turn; the 0.01 s one several times in a row per turn
+    turns = "".join(calls[2:]).split("l")
+    assert calls[:2] == ["s", "l"] and len(turns) == 3 and turns[-1] == ""
+    assert all(1 < len(t) <= 5 and set(t) == {"s"} for t in turns[:2]), turns
+    # the time per call, not per turn
+    assert 0.009 < times["s"] < 0.03 and 0.055 < times["l"] < 0.2, times
