@@ -190,6 +190,11 @@ class _Faithfulness:
             power = S.abs()[..., frames : S.shape[-1] - frames] ** 2
             self.power = power / power.sum(dim=(1, 2), keepdim=True).clamp_min(1e-20)
         if contrast_penalty:  # each bin's share that comes from the weighted components
+            if H is None or scores is None:
+                raise ValueError(
+                    "contrast_penalty > 0 needs the interpreter's activations H and the "
+                    "classifier's scores on the clips; pass both (or contrast_penalty=0)."
+                )
             W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
             probs = interpreter._log_probs(scores.detach().float()).exp()
             a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())

@@ -21,7 +21,7 @@ from nmfinterp import (
 )
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
 from nmfinterp.datasets import make_synthetic_sounds
-from nmfinterp.explain import CONTRAST_PENALTY, soft_mask
+from nmfinterp.explain import CONTRAST_PENALTY, refine_selection, soft_mask
 
 SR = 16000
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -297,6 +297,15 @@ def test_contrast_penalty_keeps_less_of_what_rival_classes_use(setup, fitted):
 def test_bad_contrast_penalty_is_named(setup, fitted, penalty):
     with pytest.raises(ValueError, match="contrast_penalty"):
         explain(fitted, setup[2].waveforms[:1], contrast_penalty=penalty)
+
+
+def test_refine_selection_asks_for_the_scores_the_contrast_term_reads(setup, fitted):
+    x = torch.as_tensor(setup[2].waveforms[:2])
+    interp = fitted[-1]
+    H = torch.as_tensor(interp.activations(x.numpy()))
+    r, classes = torch.zeros(2, interp.n_components_), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="H and the classifier's scores"):
+        refine_selection(interp, x, H, r, classes, 2, contrast_penalty=10.0)
 
 
 def test_an_interpreter_without_class_usage_explains_without_the_contrast_term(setup, fitted):
