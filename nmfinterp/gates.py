@@ -103,9 +103,10 @@ def fit_gates(
     """Train a :class:`GateNet` for a fitted single-label interpreter on clips ``X`` (validated).
 
     The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
-    decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``), with soft gates sharpened over the epochs (``SHARPEN``); ``mixtures``
-    rounds of two-clip mixtures of ``X`` (see :func:`_mixtures`) are added to the clips. Returns the
-    network (in eval mode, on the CPU) and the mean loss and seconds of each epoch.
+    decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``), with
+    soft gates sharpened over the epochs (``SHARPEN``); ``mixtures`` rounds of two-clip mixtures of
+    ``X`` (see :func:`_mixtures`) are added to the clips. Returns the network (in eval mode, on the
+    CPU) and the mean loss and seconds of each epoch.
     """
     from .hooks import frozen
 

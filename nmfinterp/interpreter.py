@@ -662,7 +662,7 @@ class InterpreterEstimator(BaseEstimator):
         top = probs.argmax(-1)
         with torch.no_grad():
             for idx in torch.arange(len(probs)).split(self.batch_size):
-                z = self.module_.pool(self.module_(store.batch(idx), n_frames)[0])
+                z = self.module_.pool(self.module_.activations(store.batch(idx), n_frames))
                 sums.index_add_(0, top[idx], z.double())
                 counts += torch.bincount(top[idx], minlength=n_classes)
         return (sums / counts.clamp_min(1)[:, None]).float().numpy()
