@@ -103,7 +103,39 @@ def seed_lines(seeds: dict) -> list[str]:
     return lines
 
 
-def render(res: dict, src: str, seeds: dict | None = None) -> str:
+def sweep_lines(sweep: dict, titles: dict) -> list[str]:
+    """The contrast-weight section, from benchmarks/contrast_sweep.py's JSON."""
+    cols = [
+        ("Fid-In", ".2f"),
+        ("FF", ".2f"),
+        ("AI", ".1f"),
+        ("AD", ".1f"),
+        ("energy_share", ".2f"),
+        ("si_sdr_gap", ".1f"),
+        ("mask_mean", ".2f"),
+    ]
+    lines = [
+        "",
+        "## The contrast term's weight",
+        "",
+        f"`explain(..., contrast_penalty=w)` for each weight w (the default is "
+        f"{sweep['default_weight']:g}) on the same pipeline (classifier fold-{sweep['test_fold']} "
+        f"accuracy {sweep['classifier_accuracy']:.3f}, interpreter top-1 fidelity "
+        f"{sweep['fidelity_top1']:.3f}), from `benchmarks/results/contrast_sweep.json` "
+        f"(`python benchmarks/contrast_sweep.py`, commit `{sweep['commit']}`).",
+    ]
+    for cname, rows in sweep["results"].items():
+        n = next(iter(rows.values()))["n"]
+        lines += ["", f"{titles.get(cname, cname)} ({n} clips):", ""]
+        lines += table(
+            {f"contrast_penalty={float(w):g}": r for w, r in rows.items()},
+            [(c, f) for c, f in cols if c in next(iter(rows.values()))],
+            first="weight",
+        )
+    return lines
+
+
+def render(res: dict, src: str, seeds: dict | None = None, sweep: dict | None = None) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
         "# Benchmark: ESC-10, every explainer, five listening conditions, Silero VAD, costs",
@@ -318,6 +350,8 @@ def render(res: dict, src: str, seeds: dict | None = None) -> str:
         f"Machine: {m['platform']}, Python {m['python']}, torch {m['torch']}.{commit}",
         "",
     ]
+    if sweep is not None and not s["quick"]:
+        lines += sweep_lines(sweep, res["conditions"])
     return "\n".join(lines)
 
 
@@ -353,7 +387,11 @@ def main(argv=None):
     ]
     seeds_path = ROOT / "benchmarks" / "results" / "fidelity_seeds.json"
     seeds = json.loads(seeds_path.read_text()) if seeds_path.exists() else None
-    dst.write_text(render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel), seeds))
+    sweep_path = ROOT / "benchmarks" / "results" / "contrast_sweep.json"
+    sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else None
+    dst.write_text(
+        render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel), seeds, sweep)
+    )
     print(f"wrote {dst}")
 
 
