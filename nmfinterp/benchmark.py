@@ -22,7 +22,8 @@
    selection; nmfinterp trained with ``faithfulness=1``; random components; all components;
    captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
    explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
-   sources (an upper bound for a choice of gates, not an explainer). Per method and condition: FF,
+   sources (an upper bound for a choice of gates, not an explainer) and the same oracle within
+   nmfinterp's own selection (what nmfinterp kept, less what it kept of the other source). Per method and condition: FF,
    AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95% CI), and for mixtures the
    SI-SDR of the explanation against the deciding source and against the other source, the SI-SDR
    of the mixture itself, and the deciding source's share of the explanation's energy. Mixtures
@@ -100,6 +101,7 @@ METHODS = [
     "random components",
     "all components",
     "oracle gates (true sources)",
+    "oracle gates within nmfinterp's selection",
     "saliency",
     "integrated gradients",
     "occlusion",
@@ -332,12 +334,17 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     return pipe, time.perf_counter() - t
 
 
-def oracle_gate_masks(W, spectrogram, activations, deciding, other) -> np.ndarray:
+def oracle_gate_masks(W, spectrogram, activations, deciding, other, gates=None) -> np.ndarray:
     """Masks from nmfinterp's own components and H, gated with the true sources (an upper bound).
 
     Component k is kept in frame t when its pattern correlates more with the deciding source's
     log-magnitude there than with the other's: Σ_f W_fk (V_d − V_o)_ft > 0. Not an explainer (it
     reads the sources); it shows how far a choice of gates over these components could go.
+
+    With ``gates`` (an explainer's own per-clip ``(K, T)`` gates, such as ``Explanations.gates``),
+    a component is kept where both keep it: that explainer's selection with what it kept of the
+    other source taken out. Whether the classifier still recognises that tells whether the
+    explainer kept the other source because the decision needs it.
     """
     from .spectrogram import log_magnitude
 
@@ -345,8 +352,10 @@ def oracle_gate_masks(W, spectrogram, activations, deciding, other) -> np.ndarra
     H = torch.as_tensor(np.stack(activations), dtype=torch.float32)
     Vd = log_magnitude(spectrogram.stft(torch.as_tensor(deciding)))
     Vo = log_magnitude(spectrogram.stft(torch.as_tensor(other)))
-    gates = (torch.einsum("fk,nft->nkt", W, Vd - Vo) > 0).float()
-    return soft_mask(W, H, gates).numpy()
+    keep = (torch.einsum("fk,nft->nkt", W, Vd - Vo) > 0).float()
+    if gates is not None:
+        keep = keep * torch.as_tensor(np.stack(gates), dtype=torch.float32)
+    return soft_mask(W, H, keep).numpy()
 
 
 def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources):
@@ -389,6 +398,9 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
     if method == "oracle gates (true sources)":
         W = pipes["nmfinterp"][1].dictionary_
         return oracle_gate_masks(W, spec, ex.activations, *sources), "linear"
+    if method == "oracle gates within nmfinterp's selection":
+        W = pipes["nmfinterp"][1].dictionary_
+        return oracle_gate_masks(W, spec, ex.activations, *sources, gates=ex.gates), "linear"
     if method == "L-MAC-style decoder":
         return lmac.masks(x, classes), "linear"
     if method == "black-box NMF":

@@ -104,6 +104,31 @@ def test_oracle_gates_keep_the_deciding_sources_components():
         assert energy_share(parts[0], parts[1])[0] > 0.99
 
 
+def test_oracle_gates_within_a_selection_keep_only_what_both_keep():
+    sr, n = 8000, 4000
+    t = np.arange(n) / sr
+    low = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)[None]
+    high = (0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)[None]
+    spec = SpectrogramTransformer(sr=sr, n_fft=256).fit(low)
+    freqs = np.fft.rfftfreq(256, 1 / sr)
+    W = np.stack([np.abs(freqs - 300) < 100, np.abs(freqs - 3000) < 100], 1).astype(np.float32)
+    W /= np.linalg.norm(W, axis=0)
+    T = spec.stft(torch.as_tensor(low)).shape[-1]
+    H = [np.ones((2, T), np.float32)]
+    both = [np.ones((2, T), bool)]
+    # a selection that kept both components: the oracle takes the other source's one out
+    M = oracle_gate_masks(W, spec, H, low, high, gates=both)
+    assert np.allclose(M, oracle_gate_masks(W, spec, H, low, high))
+    # a selection that kept only the other source's component: nothing is left
+    wrong = [np.array([[False] * T, [True] * T])]
+    assert np.all(oracle_gate_masks(W, spec, H, low, high, gates=wrong) == 0)
+    # the deciding source's component in the first half of the frames only
+    half = [np.array([[True] * (T // 2) + [False] * (T - T // 2), [True] * T])]
+    M = oracle_gate_masks(W, spec, H, low, high, gates=half)
+    row = np.argmin(np.abs(freqs - 300))
+    assert np.all(M[0, row, : T // 2] > 0.99) and np.all(M[0, row, T // 2 :] == 0)
+
+
 def test_quick_runs_every_method_but_the_costly_ablations():
     full, quick = default_methods(False), default_methods(True)
     assert full == METHODS
