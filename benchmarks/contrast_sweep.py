@@ -33,12 +33,13 @@ from nmfinterp.benchmark import (  # noqa: E402
     _git_commit,
     _log,
     _softmax,
+    load_split,
     make_conditions,
     score_masks,
     train_benchmark_classifier,
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
-from nmfinterp.datasets import load_esc_folder, load_fsdd  # noqa: E402
+from nmfinterp.datasets import load_fsdd  # noqa: E402
 from nmfinterp.explain import CONTRAST_PENALTY, explain  # noqa: E402
 
 CONDITIONS = ("clean", "mix_0.8_0.2", "mix_equal")
@@ -69,14 +70,7 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--weights {bad}: expected non-negative numbers.")
     t_start = time.perf_counter()
-    ds = load_esc_folder(args.data, sr=args.sr)
-    train = ds.subset(np.isin(ds.folds, args.train_folds))
-    test = ds.subset(ds.folds == args.test_fold)
-    if len(train) == 0 or len(test) == 0:
-        raise SystemExit(
-            f"{args.data}: {len(train)} clips in folds {args.train_folds} and {len(test)} in fold "
-            f"{args.test_fold}; expected clips in both."
-        )
+    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     speech = load_fsdd(args.speech, sr=args.sr).waveforms if args.speech else None
     clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
         train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]

@@ -31,9 +31,9 @@ from nmfinterp.benchmark import (  # noqa: E402
     FULL,
     _git_commit,
     _log,
+    load_split,
     train_benchmark_classifier,
 )
-from nmfinterp.datasets import load_esc_folder  # noqa: E402
 from nmfinterp.demo import build_pipeline  # noqa: E402
 
 SETTINGS = {
@@ -59,9 +59,7 @@ def main(argv=None) -> int:
     if args.seeds < 2:
         raise SystemExit(f"--seeds {args.seeds}: expected at least 2 (a spread needs two fits).")
     t_start = time.perf_counter()
-    ds = load_esc_folder(args.data, sr=args.sr)
-    train = ds.subset(np.isin(ds.folds, args.train_folds))
-    test = ds.subset(ds.folds == args.test_fold)
+    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
         train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
     )

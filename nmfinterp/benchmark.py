@@ -308,6 +308,20 @@ def score_masks(
 # ---------------------------------------------------------------------------------------------
 # the ESC benchmark
 # ---------------------------------------------------------------------------------------------
+def load_split(data: str, train_folds, test_fold: int, sr: int):
+    """A folder in the ESC-50 layout, its training folds and its test fold:
+    ``(dataset, train, test)``; a clear error when either part has no clips."""
+    ds = load_esc_folder(data, sr=sr)
+    train = ds.subset(np.isin(ds.folds, train_folds))
+    test = ds.subset(ds.folds == test_fold)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"{data}: {len(train)} clips in folds {list(train_folds)} and {len(test)} in fold "
+            f"{test_fold}; expected clips in both."
+        )
+    return ds, train, test
+
+
 def train_benchmark_classifier(train, test, n_classes: int, sr: int, epochs: int):
     """The benchmark's classifier (a :class:`LogMelCNN`, seed 0) trained on ``train``: the model,
     its logits on ``train`` and on ``test``, its accuracy on ``test`` and its training seconds."""
@@ -913,14 +927,7 @@ def main(argv=None) -> int:
         cfg["faithfulness_epochs"] = max(1, args.epochs // 3)
     t_start = time.perf_counter()
 
-    ds = load_esc_folder(args.data, sr=args.sr)
-    train = ds.subset(np.isin(ds.folds, args.train_folds))
-    test = ds.subset(ds.folds == args.test_fold)
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError(
-            f"{args.data}: {len(train)} clips in folds {args.train_folds} and {len(test)} in fold "
-            f"{args.test_fold}; expected clips in both."
-        )
+    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     if cfg["max_train"] is not None and len(train) > cfg["max_train"]:
         pick = np.random.default_rng(0).choice(len(train), cfg["max_train"], replace=False)
         train = train.subset(np.sort(pick))

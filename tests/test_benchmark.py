@@ -87,7 +87,8 @@ def test_speech_track_and_loudest_window():
     assert w.shape == (200,) and w.sum() == 100
 
 
-def test_oracle_gates_keep_the_deciding_sources_components():
+def _two_tones():
+    """A 300 Hz and a 3 kHz tone, a spectrogram, a two-pattern W (one per tone) and H of ones."""
     sr, n = 8000, 4000
     t = np.arange(n) / sr
     low = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)[None]
@@ -98,6 +99,11 @@ def test_oracle_gates_keep_the_deciding_sources_components():
     W /= np.linalg.norm(W, axis=0)
     T = spec.stft(torch.as_tensor(low)).shape[-1]
     H = [np.ones((2, T), np.float32)]
+    return low, high, spec, freqs, W, T, H
+
+
+def test_oracle_gates_keep_the_deciding_sources_components():
+    low, high, spec, _, W, _, H = _two_tones()
     for deciding, other in ((low, high), (high, low)):
         M = oracle_gate_masks(W, spec, H, deciding, other)
         parts = [spec.apply_mask(src, torch.as_tensor(M)) for src in (deciding, other)]
@@ -105,16 +111,7 @@ def test_oracle_gates_keep_the_deciding_sources_components():
 
 
 def test_oracle_gates_within_a_selection_keep_only_what_both_keep():
-    sr, n = 8000, 4000
-    t = np.arange(n) / sr
-    low = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)[None]
-    high = (0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)[None]
-    spec = SpectrogramTransformer(sr=sr, n_fft=256).fit(low)
-    freqs = np.fft.rfftfreq(256, 1 / sr)
-    W = np.stack([np.abs(freqs - 300) < 100, np.abs(freqs - 3000) < 100], 1).astype(np.float32)
-    W /= np.linalg.norm(W, axis=0)
-    T = spec.stft(torch.as_tensor(low)).shape[-1]
-    H = [np.ones((2, T), np.float32)]
+    low, high, spec, freqs, W, T, H = _two_tones()
     both = [np.ones((2, T), bool)]
     # a selection that kept both components: the oracle takes the other source's one out
     M = oracle_gate_masks(W, spec, H, low, high, gates=both)

@@ -316,3 +316,15 @@ def test_audio_dataset_subset_and_length_check():
     assert sub.filenames == [ds.filenames[i] for i in np.flatnonzero(ds.labels == 2)]
     with pytest.raises(ValueError, match="one per clip"):
         AudioDataset(ds.waveforms, ds.labels[:3], ds.class_names, ds.folds, ds.filenames, ds.sr)
+
+
+def test_benchmark_load_split_takes_folds_and_names_an_empty_part(tmp_path):
+    from nmfinterp.benchmark import load_split
+
+    root = _write_esc_folder(tmp_path / "esc")
+    ds, train, test = load_split(str(root), [1], 2, 8000)
+    assert len(ds) == 3 and list(train.folds) == [1] and list(test.folds) == [2, 2]
+    with pytest.raises(
+        ValueError, match=r"3 clips in folds \[1, 2\] and 0 in fold 4; expected clips in both"
+    ):
+        load_split(str(root), [1, 2], 4, 8000)
