@@ -23,11 +23,12 @@
    captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
    explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
    sources (an upper bound for a choice of gates, not an explainer) and the same oracle within
-   nmfinterp's own selection (what nmfinterp kept, less what it kept of the other source). Per method and condition: FF,
-   AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95% CI), and for mixtures the
-   SI-SDR of the explanation against the deciding source and against the other source, the SI-SDR
-   of the mixture itself, and the deciding source's share of the explanation's energy. Mixtures
-   whose decision is neither source's class are left out (their count is reported).
+   nmfinterp's own selection (what nmfinterp kept, less what it kept of the other source). Per
+   method and condition: FF, AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95%
+   CI), and for mixtures the SI-SDR of the explanation against the deciding source and against
+   the other source, the SI-SDR of the mixture itself, and the deciding source's share of the
+   explanation's energy. Mixtures whose decision is neither source's class are left out (their
+   count is reported).
 5. Silero VAD, a model nobody here wrote: its speech decisions on FSDD speech mixed with test-fold
    sounds, explained by nmfinterp (and the random / all-components bounds).
 6. Costs, as ratios measured in one run: explain (refined, not refined, amortised) vs classifier
