@@ -117,9 +117,9 @@ def soft_mask(W: torch.Tensor, H: torch.Tensor, weights: torch.Tensor) -> torch.
     ``weights`` g are 0/1 for a hard selection (or in [0, 1] for a soft one): ``(n_clips, K)``, one
     per component for the whole clip, or ``(n_clips, K, T)``, one per component and frame.
     """
-    full = torch.einsum("fk,nkt->nft", W, H)
+    full = torch.matmul(W, H)  # (F, K) @ (n, K, T): W H for every clip
     g = weights[:, :, None] if weights.dim() == 2 else weights
-    part = torch.einsum("fk,nkt->nft", W, H * g)
+    part = torch.matmul(W, H * g)
     return (part / (full + _EPS)).clamp(0.0, 1.0)
 
 
@@ -466,8 +466,9 @@ def explain_clips(
             n_frames = spec.stft(x[:1]).shape[-1]  # the mask's grid; apply_mask does the STFT
             feats, scores = interpreter._extract(x.numpy())
             with torch.no_grad():
-                H, logits = net(feats, n_frames)
-                z = net.pool(H)
+                H = net.activations(feats, n_frames)
+                z = net.pool(H)  # pooled once: Θ's logits and the relevance both use it
+                logits = net.theta(z)
                 if wanted is not None:
                     cls = torch.as_tensor(wanted[idx])
                 elif classes == "interpreter":

@@ -79,7 +79,7 @@ def _activations(interpreter, x: np.ndarray):
     Hs, zs, cs = [], [], []
     for _, feats, scores in interpreter._batches(x):
         with torch.no_grad():
-            H, _ = net(feats, n_frames)
+            H = net.activations(feats, n_frames)
             Hs.append(H)
             zs.append(net.pool(H))
         cs.append(scores)
