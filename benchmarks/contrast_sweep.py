@@ -33,6 +33,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     _git_commit,
     _log,
     _softmax,
+    add_split_arguments,
     load_split,
     make_conditions,
     score_masks,
@@ -57,13 +58,8 @@ def main(argv=None) -> int:
         default=[0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
         help="contrast_penalty values (%(default)s)",
     )
-    p.add_argument(
-        "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
-    )
+    add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")
-    p.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--test-fold", type=int, default=4)
-    p.add_argument("--sr", type=int, default=16000)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "contrast_sweep.json"))
     args = p.parse_args(argv)
     bad = [w for w in args.weights if not w >= 0]

@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nmfinterp.benchmark import (  # noqa: E402
-    DEFAULT_DATA,
     FULL,
     _git_commit,
     _log,
+    add_split_arguments,
     load_split,
     train_benchmark_classifier,
 )
@@ -48,12 +48,7 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--seeds", type=int, default=10, help="seeds 0 .. N-1 (%(default)s)")
-    p.add_argument(
-        "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
-    )
-    p.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--test-fold", type=int, default=4)
-    p.add_argument("--sr", type=int, default=16000)
+    add_split_arguments(p)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fidelity_seeds.json"))
     args = p.parse_args(argv)
     if args.seeds < 2:

@@ -309,6 +309,17 @@ def score_masks(
 # ---------------------------------------------------------------------------------------------
 # the ESC benchmark
 # ---------------------------------------------------------------------------------------------
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data arguments every benchmark command takes: ``--data`` (a folder in the ESC-50
+    layout), ``--train-folds``, ``--test-fold`` and ``--sr`` (for :func:`load_split`)."""
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
+    )
+    parser.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--test-fold", type=int, default=4)
+    parser.add_argument("--sr", type=int, default=16000)
+
+
 def load_split(data: str, train_folds, test_fold: int, sr: int):
     """A folder in the ESC-50 layout, its training folds and its test fold:
     ``(dataset, train, test)``; a clear error when either part has no clips."""
@@ -889,16 +900,11 @@ def main(argv=None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
-    )
-    p.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--test-fold", type=int, default=4)
+    add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")
     p.add_argument(
         "--others", default=None, help="folder of clips to use as interferers in (b), (c)"
     )
-    p.add_argument("--sr", type=int, default=16000)
     p.add_argument("--quick", action="store_true", help="small settings: < 10 minutes on 2 cores")
     p.add_argument(
         "--methods",
