@@ -223,22 +223,28 @@ def render(res: dict, src: str, seeds: dict | None = None, sweep: dict | None = 
     cost = res.get("cost", {})
     ev = cost.get("explain_vs_forward_stft_istft")
     if ev:
+        turns = ev.get("turn_ratios", {})
+
+        def spread(name: str) -> str:  # the ratio's range over the run's turns, when recorded
+            t = turns.get(name)
+            return f" (turns {t['min']:.2f}–{t['max']:.2f})" if t else ""
+
         lines.append(
             "| cost | explain / (forward+STFT+ISTFT)"
             + ("" if "ratio_no_refinement" in ev else " (run before refinement: `refine_steps=0`)")
-            + f" | <= 1.5 | {ev['ratio']:.2f} | "
+            + f" | <= 1.5 | {ev['ratio']:.2f}{spread('explain')} | "
             f"{'yes' if ev['ratio'] <= 1.5 else '**no**'} | |"
         )
-        if "ratio_no_refinement" in ev:
-            r0 = ev["ratio_no_refinement"]
-            lines.append(
-                f"| cost | same, `refine_steps=0` | <= 1.5 | {r0:.2f} | {'yes' if r0 <= 1.5 else '**no**'} | |"
-            )
-        if "ratio_amortised" in ev:
-            ra = ev["ratio_amortised"]
-            lines.append(
-                f"| cost | same, `amortised=True` | <= 1.5 | {ra:.2f} | {'yes' if ra <= 1.5 else '**no**'} | |"
-            )
+        for key, name, label in (
+            ("ratio_no_refinement", "plain", "`refine_steps=0`"),
+            ("ratio_amortised", "amortised", "`amortised=True`"),
+        ):
+            if key in ev:
+                r = ev[key]
+                lines.append(
+                    f"| cost | same, {label} | <= 1.5 | {r:.2f}{spread(name)} | "
+                    f"{'yes' if r <= 1.5 else '**no**'} | |"
+                )
     fc = cost.get("fit_cached_vs_recomputed", {})
     if "speedup" in fc:
         lines.append(

@@ -694,9 +694,10 @@ def _scaling_fit(clf, sr, n_components, epochs, X, y):
     return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib()}
 
 
-def _interleaved_times(fns: dict, repeats: int = 3, min_seconds: float = 0.5) -> dict:
-    """Median seconds per call of each of ``fns``, run in turn ``repeats`` times (slow drifts of
-    the machine's speed then touch every workload alike), after one untimed warm-up run of each.
+def _interleaved_turns(fns: dict, repeats: int = 3, min_seconds: float = 0.5) -> dict:
+    """Seconds per call of each of ``fns`` in each of ``repeats`` turns (a list per name): every
+    workload runs once per turn, in turn (slow drifts of the machine's speed then touch every
+    workload alike), after one untimed warm-up run of each.
 
     A workload whose warm-up took less than ``min_seconds`` is called enough times in a row in
     each turn to last about that long, and that turn's time per call is their mean: the
@@ -713,12 +714,25 @@ def _interleaved_times(fns: dict, repeats: int = 3, min_seconds: float = 0.5) ->
             for _ in range(inner[name]):
                 fn()
             times[name].append((time.perf_counter() - t) / inner[name])
-    return {name: float(np.median(v)) for name, v in times.items()}
+    return times
 
 
-def _explain_times(pipe, clf, batch) -> dict:
+def _interleaved_times(fns: dict, repeats: int = 3, min_seconds: float = 0.5) -> dict:
+    """Median seconds per call of each of ``fns`` over :func:`_interleaved_turns`."""
+    turns = _interleaved_turns(fns, repeats, min_seconds)
+    return {name: float(np.median(v)) for name, v in turns.items()}
+
+
+def _turn_ratios(turns: dict, name: str, base: str = "base") -> dict:
+    """``name``'s time over ``base``'s, turn by turn (both ran in the same turn): their median,
+    smallest and largest. How much a ratio moves within one run is the noise it carries."""
+    r = np.asarray(turns[name]) / np.asarray(turns[base])
+    return {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max())}
+
+
+def _explain_times(pipe, clf, batch, repeats: int = 5) -> dict:
     spec = pipe[0]
-    return _interleaved_times(
+    return _interleaved_turns(
         {
             "explain": lambda: explain(pipe, batch),
             "plain": lambda: explain(pipe, batch, refine_steps=0),
@@ -731,7 +745,8 @@ def _explain_times(pipe, clf, batch) -> dict:
                 predict_logits(clf, batch),
                 spec.istft(spec.stft(batch), batch.shape[1]),
             ),
-        }
+        },
+        repeats,
     )
 
 
@@ -757,7 +772,8 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
 
     out: dict = {}
     batch = test.waveforms[:16]
-    times = _in_fresh_process(_explain_times, pipe, clf, batch)
+    turns = _in_fresh_process(_explain_times, pipe, clf, batch)
+    times = {name: float(np.median(v)) for name, v in turns.items()}
     t_explain, t_plain, t_base = times["explain"], times["plain"], times["base"]
     out["explain_vs_forward_stft_istft"] = {
         "batch": len(batch),
@@ -767,6 +783,8 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
         "forward_stft_istft_seconds": t_base,
         "ratio": t_explain / t_base,
         "ratio_no_refinement": t_plain / t_base,
+        "turns": turns,
+        "turn_ratios": {name: _turn_ratios(turns, name) for name in turns if name != "base"},
     }
     if "amortised" in times:
         out["explain_vs_forward_stft_istft"].update(

@@ -14,6 +14,8 @@ from nmfinterp.benchmark import (
     _decisions,
     _in_fresh_process,
     _interleaved_times,
+    _interleaved_turns,
+    _turn_ratios,
     _loudest,
     _speech_track,
     default_methods,
@@ -179,3 +181,13 @@ def test_interleaved_times_repeat_a_short_workload_within_each_turn():
     assert all(1 < len(t) <= 5 and set(t) == {"s"} for t in turns[:2]), turns
     # the time per call, not per turn
     assert 0.009 < times["s"] < 0.03 and 0.055 < times["l"] < 0.2, times
+
+
+def test_interleaved_turns_keep_every_turn_and_ratios_pair_them_turn_by_turn():
+    ticks = iter(range(100))
+    fns = {"a": lambda: next(ticks), "base": lambda: next(ticks)}
+    turns = _interleaved_turns(fns, 3, min_seconds=0)
+    assert set(turns) == {"a", "base"} and all(len(v) == 3 for v in turns.values())
+    r = _turn_ratios({"a": [2.0, 3.0, 8.0], "base": [1.0, 2.0, 2.0]}, "a")
+    # per turn: 2.0, 1.5, 4.0 (not the ratio of the medians, 3.0 / 2.0)
+    assert r == {"median": 2.0, "min": 1.5, "max": 4.0}
