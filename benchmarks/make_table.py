@@ -125,11 +125,11 @@ def sweep_lines(sweep: dict, titles: dict) -> list[str]:
         f"(`python benchmarks/contrast_sweep.py`, commit `{sweep['commit']}`).",
     ]
     for cname, rows in sweep["results"].items():
-        n = next(iter(rows.values()))["n"]
-        lines += ["", f"{titles.get(cname, cname)} ({n} clips):", ""]
+        first = next(iter(rows.values()))
+        lines += ["", f"{titles.get(cname, cname)} ({first['n']} clips):", ""]
         lines += table(
             {f"contrast_penalty={float(w):g}": r for w, r in rows.items()},
-            [(c, f) for c, f in cols if c in next(iter(rows.values()))],
+            [(c, f) for c, f in cols if c in first],
             first="weight",
         )
     return lines
@@ -399,10 +399,11 @@ def main(argv=None):
         str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
         for p in srcs
     ]
-    seeds_path = ROOT / "benchmarks" / "results" / "fidelity_seeds.json"
-    seeds = json.loads(seeds_path.read_text()) if seeds_path.exists() else None
-    sweep_path = ROOT / "benchmarks" / "results" / "contrast_sweep.json"
-    sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else None
+    extra = {}  # the sections of the other benchmark commands, when they have run
+    for name in ("fidelity_seeds", "contrast_sweep"):
+        path = ROOT / "benchmarks" / "results" / f"{name}.json"
+        extra[name] = json.loads(path.read_text()) if path.exists() else None
+    seeds, sweep = extra["fidelity_seeds"], extra["contrast_sweep"]
     dst.write_text(
         render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel), seeds, sweep)
     )

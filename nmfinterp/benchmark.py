@@ -717,10 +717,13 @@ def _interleaved_turns(fns: dict, repeats: int = 3, min_seconds: float = 0.5) ->
     return times
 
 
+def _medians(turns: dict) -> dict:
+    return {name: float(np.median(v)) for name, v in turns.items()}
+
+
 def _interleaved_times(fns: dict, repeats: int = 3, min_seconds: float = 0.5) -> dict:
     """Median seconds per call of each of ``fns`` over :func:`_interleaved_turns`."""
-    turns = _interleaved_turns(fns, repeats, min_seconds)
-    return {name: float(np.median(v)) for name, v in turns.items()}
+    return _medians(_interleaved_turns(fns, repeats, min_seconds))
 
 
 def _turn_ratios(turns: dict, name: str, base: str = "base") -> dict:
@@ -773,7 +776,7 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     out: dict = {}
     batch = test.waveforms[:16]
     turns = _in_fresh_process(_explain_times, pipe, clf, batch)
-    times = {name: float(np.median(v)) for name, v in turns.items()}
+    times = _medians(turns)
     t_explain, t_plain, t_base = times["explain"], times["plain"], times["base"]
     out["explain_vs_forward_stft_istft"] = {
         "batch": len(batch),
