@@ -117,10 +117,10 @@ def soft_mask(W: torch.Tensor, H: torch.Tensor, weights: torch.Tensor) -> torch.
     ``weights`` g are 0/1 for a hard selection (or in [0, 1] for a soft one): ``(n_clips, K)``, one
     per component for the whole clip, or ``(n_clips, K, T)``, one per component and frame.
     """
-    full = torch.matmul(W, H)  # (F, K) @ (n, K, T): W H for every clip
+    full = torch.matmul(W, H).add_(_EPS)  # (F, K) @ (n, K, T): W H (+ ε) for every clip
     g = weights[:, :, None] if weights.dim() == 2 else weights
     part = torch.matmul(W, H * g)
-    return (part / (full + _EPS)).clamp(0.0, 1.0)
+    return (part / full).clamp(0.0, 1.0)
 
 
 def masked_spectrum(spec: torch.Tensor, mask: torch.Tensor, domain: str = "linear") -> torch.Tensor:
@@ -463,7 +463,7 @@ def explain_clips(
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start : start + batch_size]
             x = torch.as_tensor(np.stack([clips[i] for i in idx]))
-            n_frames = spec.stft(x[:1]).shape[-1]  # the mask's grid; apply_mask does the STFT
+            n_frames = 1 + x.shape[-1] // spec.hop_length_  # stft()'s grid (centred frames)
             feats, scores = interpreter._extract(x.numpy())
             with torch.no_grad():
                 H = net.activations(feats, n_frames)
@@ -500,8 +500,8 @@ def explain_clips(
                 wave = spec.apply_mask(x, M, mask_domain)
             for j, i in enumerate(idx):
                 order = torch.argsort(r[j], descending=True)
-                out["wave"][i] = wave[j].astype(np.float32)
-                out["res"][i] = (clips[i] - wave[j]).astype(np.float32)
+                out["wave"][i] = wave[j]  # float32, as are the clips
+                out["res"][i] = clips[i] - wave[j]
                 out["rel"][i] = r[j].numpy()
                 out["sel"][i] = order[keep[j].any(dim=-1)[order]].numpy()
                 out["mask"][i] = M[j].numpy()

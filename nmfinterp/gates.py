@@ -30,18 +30,36 @@ class GateNet(nn.Module):
 
     Per component and frame it sees the component's contribution to the class (H times the centred
     θ, scaled per clip), its activation (log, scaled per clip) and the interpreter's own selection
-    (the centred relevance over 0.1, clipped to ±3, as the refinement's starting point); two
-    temporal convolutions and a 1x1 one predict a correction added to that starting point. The last
+    (the centred relevance over 0.1, clipped to ±3, as the refinement's starting point); a 1x1
+    convolution mixes those 3K channels down to ``hidden``, two temporal convolutions of ``width``
+    frames follow, and a 1x1 one predicts a correction added to that starting point. The last
     layer starts at zero, so an untrained GateNet gives the interpreter's own selection.
+
+    ``bottleneck=False`` is the network of nmfinterp before the 1x1 mixing layer (its first
+    temporal convolution read the 3K channels directly, about twice the work per frame); files
+    saved with it load as such.
     """
 
-    def __init__(self, n_components: int, hidden: int = 64, width: int = 5):
+    def __init__(
+        self, n_components: int, hidden: int = 64, width: int = 5, bottleneck: bool = True
+    ):
         super().__init__()
         self.n_components, self.hidden, self.width = n_components, hidden, width
+        self.bottleneck = bottleneck
+        pad = width // 2
+        first = (
+            [
+                nn.Conv1d(3 * n_components, hidden, 1),
+                nn.ReLU(),
+                nn.Conv1d(hidden, hidden, width, padding=pad),
+            ]
+            if bottleneck
+            else [nn.Conv1d(3 * n_components, hidden, width, padding=pad)]
+        )
         self.body = nn.Sequential(
-            nn.Conv1d(3 * n_components, hidden, width, padding=width // 2),
+            *first,
             nn.ReLU(),
-            nn.Conv1d(hidden, hidden, width, padding=width // 2),
+            nn.Conv1d(hidden, hidden, width, padding=pad),
             nn.ReLU(),
             nn.Conv1d(hidden, n_components, 1),
         )
@@ -54,8 +72,16 @@ class GateNet(nn.Module):
         contrib = H * centred[classes][:, :, None]
         contrib = contrib / contrib.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-8)
         level = torch.log1p(H / H.mean(dim=(1, 2), keepdim=True).clamp_min(1e-8))
-        feats = torch.cat([contrib, level, start[:, :, None].expand_as(H) / 3.0], dim=1)
-        return start[:, :, None] + self.body(feats)
+        if not self.bottleneck:
+            feats = torch.cat([contrib, level, start[:, :, None].expand_as(H) / 3.0], dim=1)
+            return start[:, :, None] + self.body(feats)
+        # the 1x1 mixing layer on the three blocks of channels without concatenating them; the
+        # selection is constant over the frames, so its part is one column per clip
+        K, mix = self.n_components, self.body[0]
+        w = mix.weight[:, :, 0]
+        fixed = (start / 3.0) @ w[:, 2 * K :].T + mix.bias  # (n, hidden)
+        y = torch.matmul(w[:, :K], contrib) + torch.matmul(w[:, K : 2 * K], level)
+        return start[:, :, None] + self.body[1:](y + fixed[:, :, None])
 
 
 def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndarray:

@@ -155,7 +155,13 @@ class _Writer:
             for name, t in value.state_dict().items():
                 self.tensors[prefix + name] = t.detach().cpu().contiguous().clone()
             if isinstance(value, GateNet):
-                return {"__gates__": prefix, "hidden": value.hidden, "width": value.width}
+                return {
+                    "__gates__": prefix,
+                    "hidden": value.hidden,
+                    "width": value.width,
+                    # (a network unpickled from before the attribute existed has no bottleneck)
+                    "bottleneck": getattr(value, "bottleneck", False),
+                }
             return {"__module__": prefix}
         if isinstance(value, np.ndarray) and value.dtype != object:
             name = f"{index}/{key}"
@@ -424,5 +430,6 @@ def _module(est, prefix, tensors, path) -> InterpreterNet:
 
 
 def _gates(est, spec: dict, tensors, path) -> GateNet:
-    net = GateNet(est.n_components_, spec["hidden"], spec["width"])
+    # files saved before the 1x1 mixing layer existed have no "bottleneck": their network had none
+    net = GateNet(est.n_components_, spec["hidden"], spec["width"], spec.get("bottleneck", False))
     return _load_state(net, spec["__gates__"], tensors, path, "the gate network")

@@ -81,6 +81,50 @@ def test_gates_survive_joblib_and_safetensors(gated, tmp_path):
     assert loaded[-1].gate_history_ == gated[-1].gate_history_
 
 
+def test_the_mixing_layer_without_concatenation_is_the_1x1_convolution():
+    """GateNet's forward splits its first 1x1 convolution over the three blocks of features (the
+    selection's block as one column per clip): the same logits as the convolution on them all."""
+    torch.manual_seed(0)
+    n, K, T = 3, 7, 11
+    H, theta = torch.rand(n, K, T), torch.randn(4, K)
+    net = GateNet(K, hidden=6).eval()
+    torch.nn.init.normal_(net.body[-1].weight, std=0.5)
+    with torch.no_grad():
+        split = net(H, H.mean(-1), theta, torch.tensor([0, 2, 3]))
+        net.bottleneck = False  # the concatenated features through the same layers
+        whole = net(H, H.mean(-1), theta, torch.tensor([0, 2, 3]))
+    assert split.abs().max() > 0.1
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_gate_networks_saved_before_the_bottleneck_still_load(tmp_path):
+    """A file saved with the earlier network (no 1x1 mixing layer, no "bottleneck" in its
+    metadata) loads as that network and explains as it did."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    clf, x_train, y_train, x_test = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    it = pipe[-1]
+    torch.manual_seed(0)
+    old = GateNet(it.n_components_, hidden=8, bottleneck=False)
+    torch.nn.init.normal_(old.body[-1].weight, std=0.5)  # not the untrained selection
+    it.gate_module_ = old.eval()
+    assert len(old.body) == 5 and len(GateNet(it.n_components_, hidden=8).body) == 7
+    before = np.asarray(explain(pipe, x_test, amortised=True))
+    path = save(pipe, tmp_path / "p.safetensors")
+    with safe_open(path, "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    text = json.dumps(json.loads(meta["config"])).replace(', "bottleneck": false', "")
+    assert "bottleneck" not in text  # as an earlier nmfinterp wrote it
+    save_file(tensors, tmp_path / "old.safetensors", metadata={**meta, "config": text})
+    loaded = load(tmp_path / "old.safetensors", classifier=clf)
+    assert loaded[-1].gate_module_.bottleneck is False
+    np.testing.assert_allclose(np.asarray(explain(loaded, x_test, amortised=True)), before)
+
+
 def test_amortised_without_a_gate_network_says_how_to_train_it():
     clf, x_train, y_train, x_test = small_setup()
     pipe = small_pipe(clf).fit(x_train, y_train)
