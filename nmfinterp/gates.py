@@ -66,6 +66,10 @@ class GateNet(nn.Module):
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
 
+    def __setstate__(self, state):
+        state.setdefault("bottleneck", False)  # pickled by nmfinterp before the mixing layer
+        super().__setstate__(state)
+
     def forward(self, H: torch.Tensor, pooled: torch.Tensor, theta: torch.Tensor, classes):
         start = (relevance(pooled, theta, classes, centered=True) / 0.1).clamp(-3.0, 3.0)
         centred = theta - theta.mean(dim=0, keepdim=True)

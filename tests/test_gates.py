@@ -123,6 +123,12 @@ def test_gate_networks_saved_before_the_bottleneck_still_load(tmp_path):
     loaded = load(tmp_path / "old.safetensors", classifier=clf)
     assert loaded[-1].gate_module_.bottleneck is False
     np.testing.assert_allclose(np.asarray(explain(loaded, x_test, amortised=True)), before)
+    # and a pickle of it, made before the attribute existed, unpickles as it
+    del it.gate_module_.bottleneck
+    joblib.dump(pipe, tmp_path / "old.joblib")
+    again = joblib.load(tmp_path / "old.joblib")
+    assert again[-1].gate_module_.bottleneck is False
+    np.testing.assert_allclose(np.asarray(explain(again, x_test, amortised=True)), before)
 
 
 def test_amortised_without_a_gate_network_says_how_to_train_it():
