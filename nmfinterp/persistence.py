@@ -159,8 +159,7 @@ class _Writer:
                     "__gates__": prefix,
                     "hidden": value.hidden,
                     "width": value.width,
-                    # (a network unpickled from before the attribute existed has no bottleneck)
-                    "bottleneck": getattr(value, "bottleneck", False),
+                    "bottleneck": value.bottleneck,
                 }
             return {"__module__": prefix}
         if isinstance(value, np.ndarray) and value.dtype != object:
