@@ -385,6 +385,12 @@ def merge(parts: list[dict]) -> dict:
     return res
 
 
+def _saved(name: str) -> dict | None:
+    """The results another benchmark command saved, or None when it has not run."""
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     dst = ROOT / "docs" / "benchmarks.md"
@@ -399,11 +405,7 @@ def main(argv=None):
         str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
         for p in srcs
     ]
-    extra = {}  # the sections of the other benchmark commands, when they have run
-    for name in ("fidelity_seeds", "contrast_sweep"):
-        path = ROOT / "benchmarks" / "results" / f"{name}.json"
-        extra[name] = json.loads(path.read_text()) if path.exists() else None
-    seeds, sweep = extra["fidelity_seeds"], extra["contrast_sweep"]
+    seeds, sweep = _saved("fidelity_seeds"), _saved("contrast_sweep")
     dst.write_text(
         render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel), seeds, sweep)
     )

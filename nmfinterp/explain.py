@@ -463,7 +463,7 @@ def explain_clips(
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start : start + batch_size]
             x = torch.as_tensor(np.stack([clips[i] for i in idx]))
-            n_frames = 1 + x.shape[-1] // spec.hop_length_  # stft()'s grid (centred frames)
+            n_frames = spec._n_frames(x.shape[-1])  # the mask's grid
             feats, scores = interpreter._extract(x.numpy())
             with torch.no_grad():
                 H = net.activations(feats, n_frames)

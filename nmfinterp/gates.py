@@ -105,7 +105,7 @@ def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndar
 def _activations(interpreter, x: np.ndarray):
     """H, pooled z and the classifier's scores for clips ``x``, batch by batch."""
     spec, net = interpreter.spectrogram_, interpreter.module_
-    n_frames = spec.stft(torch.as_tensor(x[:1])).shape[-1]
+    n_frames = spec._n_frames(x.shape[-1])
     Hs, zs, cs = [], [], []
     for _, feats, scores in interpreter._batches(x):
         with torch.no_grad():

@@ -174,6 +174,10 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         with torch.no_grad():
             return self._masked_audio(padded, torch.as_tensor(mask), x.shape[-1], domain).numpy()
 
+    def _n_frames(self, n_samples: int) -> int:
+        """Frames :meth:`stft` gives a clip of ``n_samples`` (centred frames)."""
+        return 1 + n_samples // self.hop_length_
+
     def _padded_stft(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """STFT of the clips zero-padded by whole hops (see :meth:`apply_mask`), and the padding
         in frames."""
@@ -240,7 +244,7 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         self.n_samples_ = int(self.n_samples or max(lengths))
         self.hop_length_ = int(hop)
         self.n_freqs_ = self.n_fft // 2 + 1
-        self.n_frames_ = 1 + self.n_samples_ // self.hop_length_
+        self.n_frames_ = self._n_frames(self.n_samples_)
         self.n_features_in_ = self.n_samples_ if not isinstance(X, list) else self.n_samples_
         return self
 
