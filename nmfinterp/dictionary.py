@@ -58,7 +58,13 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         Learn W with ``sklearn.decomposition.MiniBatchNMF`` on mini-batches of this many frames
         (multiplicative updates; ``solver`` is then not used). Needed to learn from a corpus larger
         than memory with :meth:`partial_fit` or :func:`fit_streaming`; ``None``: batch ``NMF``.
-    max_iter, tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
+    max_iter : int, default=1000
+        Iterations at most, for learning W and for solving activations. Higher than ``NMF``'s 200,
+        which stopped short of ``tol`` (with a ``ConvergenceWarning``) on the 10,000 frames of
+        ESC-10's training folds (the ``cd`` solver converged after 843 iterations, 3.4x the time
+        of 200, with a 1% lower reconstruction error on the held-out fold) and on the demo's
+        synthetic sounds (222).
+    tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
     random_state : int, RandomState or None
     verbose : int, default=0
 
@@ -118,7 +124,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         per_class=False,
         max_frames=10000,
         batch_size=None,
-        max_iter=200,
+        max_iter=1000,
         tol=1e-4,
         init=None,
         alpha_W=0.0,
