@@ -828,9 +828,10 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     err_ours = err(dico._activations(frames), dico.components_)
     row = {"n_frames": len(frames), "ours_seconds": t_ours, "ours_error": err_ours}
     # sklearn's cd on every frame, 10 iterations at a time (warm-started), until it is as good
+    # or has used the dictionary's own iteration budget
     Ht = Wt = None
     t_cd, n_iter = 0.0, 0
-    while n_iter < 400:
+    while n_iter < dico.max_iter:
         nmf = NMF(
             dico.n_components_,
             solver="cd",
