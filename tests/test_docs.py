@@ -1,6 +1,8 @@
-"""The documentation: it builds offline with warnings as errors, its runnable how-tos run, and the
-command-line reference names every option the parser has."""
+"""The documentation: it builds offline with warnings as errors, its runnable how-tos run, the
+command-line reference names every option the parser has, and the defaults method.md states are the
+code's."""
 
+import inspect
 import re
 import subprocess
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nmfinterp import InterpreterEstimator, NMFDictionary, explain
 from nmfinterp.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +71,33 @@ def test_cli_reference_lists_every_option():
                         name,
                         flag,
                     )
+
+
+def _documented(passage: str) -> dict:
+    """The `name=value` settings a passage of prose states, leaving out parenthesised asides
+    (such as "use `solver="mu"` for ...")."""
+    import ast
+
+    passage = re.sub(r"\([^()]*\)", "", passage)
+    return {k: ast.literal_eval(v) for k, v in re.findall(r"`(\w+)=([^`=]+)`", passage)}
+
+
+@pytest.mark.parametrize(
+    "start, end, defaults",
+    [
+        ("- Defaults: `n_components", "\n- `per_class", lambda: NMFDictionary().get_params()),
+        ("The defaults `alpha", "The learning rate", lambda: InterpreterEstimator().get_params()),
+        (
+            "**Defaults: `top_k",
+            "which keeps",
+            lambda: {k: p.default for k, p in inspect.signature(explain).parameters.items()},
+        ),
+    ],
+)
+def test_method_page_states_the_code_defaults(start, end, defaults):
+    text = (DOCS / "method.md").read_text()
+    i = text.index(start)
+    stated = _documented(text[i : text.index(end, i)])
+    assert stated, start
+    actual = defaults()
+    assert {k: actual[k] for k in stated} == stated
