@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nmfinterp import InterpreterEstimator, NMFDictionary, explain
+from nmfinterp import InterpreterEstimator, NMFDictionary, SpectrogramTransformer, explain
 from nmfinterp.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,7 @@ def _documented(passage: str) -> dict:
 @pytest.mark.parametrize(
     "start, end, defaults",
     [
+        ("The defaults are `n_fft", "`fit` checks", lambda: SpectrogramTransformer().get_params()),
         ("- Defaults: `n_components", "\n- `per_class", lambda: NMFDictionary().get_params()),
         ("The defaults `alpha", "The learning rate", lambda: InterpreterEstimator().get_params()),
         (
