@@ -882,7 +882,9 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
 # main
 # ---------------------------------------------------------------------------------------------
 def _git_commit() -> str | None:
-    """The commit the benchmark ran from (None outside a git checkout)."""
+    """The commit the benchmark ran from (None outside a git checkout), with "+changes" when
+    tracked files differ from it; the saved results themselves (benchmarks/results) do not count,
+    so that one benchmark run after another in the same checkout records the same code."""
     import subprocess
 
     try:
@@ -890,7 +892,15 @@ def _git_commit() -> str | None:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)benchmarks/results",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
