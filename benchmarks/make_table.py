@@ -221,35 +221,48 @@ def render(res: dict, src: str, seeds: dict | None = None, sweep: dict | None = 
         f"| clean | top-1 fidelity | >= 0.95 | {fid:.3f} | {'yes' if fid >= 0.95 else '**no**'} | |"
     )
     cost = res.get("cost", {})
+    # the full run's own cost figures, when a cost-only run replaced that section: both are shown
+    full = res.get("_replaced", {}).get("cost", {})
+
+    def cost_row(label, section, key, op, target, turns=None) -> str:
+        """One cost target's row: the figure (with its range over the run's turns, when recorded)
+        and, when a cost-only run replaced the full run's section, the full run's figure too."""
+
+        def figure(part: dict) -> tuple[str, bool] | None:
+            e = part.get(section, {})
+            if key not in e:
+                return None
+            t = e.get("turn_ratios", {}).get(turns)
+            text = f"{e[key]:.2f}" + (f" (turns {t['min']:.2f}–{t['max']:.2f})" if t else "")
+            return text, (e[key] <= target if op == "<=" else e[key] >= target)
+
+        (measured, met), other = figure(cost), figure(full)
+        verdict = "yes" if met else "**no**"
+        if other is not None:
+            measured += f"; full run: {other[0]}"
+            if other[1] != met:
+                verdict = f"{'yes' if met else '**no**'} in the cost run, {'yes' if other[1] else '**no**'} in the full run"
+        return f"| cost | {label} | {op} {target} | {measured} | {verdict} | |"
+
     ev = cost.get("explain_vs_forward_stft_istft")
     if ev:
-        turns = ev.get("turn_ratios", {})
-
-        def spread(name: str) -> str:  # the ratio's range over the run's turns, when recorded
-            t = turns.get(name)
-            return f" (turns {t['min']:.2f}–{t['max']:.2f})" if t else ""
-
+        before = "" if "ratio_no_refinement" in ev else " (run before refinement: `refine_steps=0`)"
+        section = "explain_vs_forward_stft_istft"
         lines.append(
-            "| cost | explain / (forward+STFT+ISTFT)"
-            + ("" if "ratio_no_refinement" in ev else " (run before refinement: `refine_steps=0`)")
-            + f" | <= 1.5 | {ev['ratio']:.2f}{spread('explain')} | "
-            f"{'yes' if ev['ratio'] <= 1.5 else '**no**'} | |"
+            cost_row(
+                f"explain / (forward+STFT+ISTFT){before}", section, "ratio", "<=", 1.5, "explain"
+            )
         )
         for key, name, label in (
             ("ratio_no_refinement", "plain", "`refine_steps=0`"),
             ("ratio_amortised", "amortised", "`amortised=True`"),
         ):
             if key in ev:
-                r = ev[key]
-                lines.append(
-                    f"| cost | same, {label} | <= 1.5 | {r:.2f}{spread(name)} | "
-                    f"{'yes' if r <= 1.5 else '**no**'} | |"
-                )
+                lines.append(cost_row(f"same, {label}", section, key, "<=", 1.5, name))
     fc = cost.get("fit_cached_vs_recomputed", {})
     if "speedup" in fc:
         lines.append(
-            f"| cost | fit recomputed / cached | >= 3 | {fc['speedup']:.2f} | "
-            f"{'yes' if fc['speedup'] >= 3 else '**no**'} | |"
+            cost_row("fit recomputed / cached", "fit_cached_vs_recomputed", "speedup", ">=", 3)
         )
     skipped = [m for m in METHODS if m not in s.get("methods", METHODS)]
     if skipped:
@@ -377,6 +390,8 @@ def merge(parts: list[dict]) -> dict:
         partial = bool(part["settings"].get("skip"))
         for key in ("results", "silero", "cost"):
             if key in part and (key not in res or partial):
+                if key in res:  # kept, so that the table can show both runs' figures
+                    res.setdefault("_replaced", {})[key] = res[key]
                 res[key] = part[key]
                 cmd = "python benchmarks/esc10.py" + (
                     " --quick" if part["settings"]["quick"] else ""
