@@ -58,12 +58,12 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         Learn W with ``sklearn.decomposition.MiniBatchNMF`` on mini-batches of this many frames
         (multiplicative updates; ``solver`` is then not used). Needed to learn from a corpus larger
         than memory with :meth:`partial_fit` or :func:`fit_streaming`; ``None``: batch ``NMF``.
-    max_iter : int, default=1000
-        Iterations at most, for learning W and for solving activations. Higher than ``NMF``'s 200,
-        which stopped short of ``tol`` (with a ``ConvergenceWarning``) on the 10,000 frames of
-        ESC-10's training folds (the ``cd`` solver converged after 843 iterations, 3.4x the time
-        of 200, with a 1% lower reconstruction error on the held-out fold) and on the demo's
-        synthetic sounds (222).
+    max_iter : int, default=200
+        Iterations at most, for learning W and for solving activations, as in ``NMF``. 200 stop
+        short of ``tol`` on ESC-10 and on the demo's sounds (a ``ConvergenceWarning``); the
+        converged dictionary (``max_iter=1000``) was measured and made the interpreter agree with
+        the classifier less often, with no more faithful explanations, at 2-3x the fit time
+        (docs/method.md, "Dictionary").
     tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
     random_state : int, RandomState or None
     verbose : int, default=0
@@ -124,7 +124,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         per_class=False,
         max_frames=10000,
         batch_size=None,
-        max_iter=1000,
+        max_iter=200,
         tol=1e-4,
         init=None,
         alpha_W=0.0,

@@ -278,7 +278,7 @@ class InterpreterEstimator(BaseEstimator):
         classifier forward/backward passes per batch, and the mixture batches recompute hidden
         features. ``0`` (the default) trains with the L2I loss alone: ``explain``'s refinement
         through the classifier makes the explanations faithful, and in the benchmark they were as
-        faithful without the term, at about half the fit time (docs/benchmarks.md, rows
+        faithful without the term, at about a third of the fit time (docs/benchmarks.md, rows
         "nmfinterp" and "nmfinterp, faithfulness=1"). With ``refine_steps=0`` the term makes the
         interpreter's own selection more faithful (docs/method.md).
     faithfulness_epochs : int or None, default=15

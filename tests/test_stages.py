@@ -110,27 +110,6 @@ def test_dictionary_on_clips_normalised_and_attached():
     assert rel < 0.3, rel
 
 
-def test_default_dictionary_converges_on_the_demo_sounds():
-    """The demo's default fit (its sounds, K=40, the pipeline's STFT) reaches NMF's tol:
-    sklearn's max_iter=200 stopped 22 iterations short with a ConvergenceWarning."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    from nmfinterp.datasets import make_synthetic_sounds
-    from nmfinterp.demo import default_n_fft
-
-    ds = make_synthetic_sounds(n_per_class=40, sr=16000, duration=2.0, random_state=0)
-    n_fft = default_n_fft(16000)
-    Xt = SpectrogramTransformer(sr=16000, n_fft=n_fft, hop_length=n_fft // 2).fit_transform(
-        ds.subset(ds.folds != 5).waveforms
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        d = NMFDictionary(n_components=40, random_state=0).fit(Xt)
-    assert 200 < d.n_iter_ < d.max_iter
-
-
 def test_per_class_blocks_learned_on_each_predicted_class():
     X = tones(n=6)
     Xt = SpectrogramTransformer(n_fft=256).fit_transform(X)
