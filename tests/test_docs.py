@@ -86,7 +86,7 @@ def _documented(passage: str) -> dict:
     "start, end, defaults",
     [
         ("The defaults are `n_fft", "`fit` checks", lambda: SpectrogramTransformer().get_params()),
-        ("- Defaults: `n_components", "\n- `per_class", lambda: NMFDictionary().get_params()),
+        ("- Defaults: `n_components", "\n- ", lambda: NMFDictionary().get_params()),
         ("The defaults `alpha", "The learning rate", lambda: InterpreterEstimator().get_params()),
         (
             "**Defaults: `top_k",
