@@ -62,8 +62,8 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         Iterations at most, for learning W and for solving activations, as in ``NMF``. 200 stop
         short of ``tol`` on ESC-10 and on the demo's sounds (a ``ConvergenceWarning``); the
         converged dictionary (``max_iter=1000``) was measured and made the interpreter agree with
-        the classifier less often, with no more faithful explanations, at 2-3x the fit time
-        (docs/method.md, "Dictionary").
+        the classifier less often, with no more faithful explanations, and took 3-4x as long to
+        fit (docs/method.md, "Dictionary").
     tol, init, alpha_W, l1_ratio : see ``sklearn.decomposition.NMF``.
     random_state : int, RandomState or None
     verbose : int, default=0
