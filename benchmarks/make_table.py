@@ -236,12 +236,15 @@ def render(res: dict, src: str, seeds: dict | None = None, sweep: dict | None = 
             text = f"{e[key]:.2f}" + (f" (turns {t['min']:.2f}–{t['max']:.2f})" if t else "")
             return text, (e[key] <= target if op == "<=" else e[key] >= target)
 
+        def word(ok: bool) -> str:
+            return "yes" if ok else "**no**"
+
         (measured, met), other = figure(cost), figure(full)
-        verdict = "yes" if met else "**no**"
+        verdict = word(met)
         if other is not None:
             measured += f"; full run: {other[0]}"
             if other[1] != met:
-                verdict = f"{'yes' if met else '**no**'} in the cost run, {'yes' if other[1] else '**no**'} in the full run"
+                verdict = f"{word(met)} in the cost run, {word(other[1])} in the full run"
         return f"| cost | {label} | {op} {target} | {measured} | {verdict} | |"
 
     ev = cost.get("explain_vs_forward_stft_istft")

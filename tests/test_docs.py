@@ -2,6 +2,7 @@
 command-line reference names every option the parser has, and the defaults method.md states are the
 code's."""
 
+import ast
 import inspect
 import re
 import subprocess
@@ -76,8 +77,6 @@ def test_cli_reference_lists_every_option():
 def _documented(passage: str) -> dict:
     """The `name=value` settings a passage of prose states, leaving out parenthesised asides
     (such as "use `solver="mu"` for ...")."""
-    import ast
-
     passage = re.sub(r"\([^()]*\)", "", passage)
     return {k: ast.literal_eval(v) for k, v in re.findall(r"`(\w+)=([^`=]+)`", passage)}
 
