@@ -116,6 +116,19 @@ def _activations(interpreter, x: np.ndarray):
     return torch.cat(Hs), torch.cat(zs), torch.cat(cs)
 
 
+def training_rows(interpreter, X: np.ndarray, mixtures: int, rng):
+    """What :func:`fit_gates` trains on: the clips ``X`` and ``mixtures`` rounds of two-clip
+    mixtures of them (:func:`_mixtures`, drawn from ``rng``), as ``(waveforms, H, z, scores)``
+    tensors, one row per clip."""
+    H, z, scores = _activations(interpreter, X)
+    mixed = _mixtures(X, scores.argmax(-1).numpy(), mixtures, rng)
+    if len(mixed):
+        Hm, zm, sm = _activations(interpreter, mixed)
+        H, z, scores = torch.cat([H, Hm]), torch.cat([z, zm]), torch.cat([scores, sm])
+    waves = torch.as_tensor(np.concatenate([X.astype(np.float32), mixed]))
+    return waves, H, z, scores
+
+
 def fit_gates(
     interpreter,
     X: np.ndarray,
@@ -142,13 +155,8 @@ def fit_gates(
 
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
-    H, z, scores = _activations(interpreter, X)
-    mixed = _mixtures(X, scores.argmax(-1).numpy(), mixtures, rng)
-    if len(mixed):
-        Hm, zm, sm = _activations(interpreter, mixed)
-        H, z, scores = torch.cat([H, Hm]), torch.cat([z, zm]), torch.cat([scores, sm])
+    waves, H, z, scores = training_rows(interpreter, X, mixtures, rng)
     decided = scores.argmax(-1)
-    waves = torch.as_tensor(np.concatenate([X.astype(np.float32), mixed]))
     W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
     theta = interpreter.module_.theta.weight.detach()
     with torch.random.fork_rng(devices=[]):

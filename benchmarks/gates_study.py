@@ -1,0 +1,372 @@
+"""Why the amortised gates are not explain's default: where the gate network falls short, measured.
+
+    python benchmarks/gates_study.py [--data DIR] [--train-folds 1 2 3] [--test-fold 4]
+    python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
+
+``explain(..., amortised=True)`` meets the cost target (about 1.5x the classifier plus STFT) but
+not clean AI >= 60, so the refinement (20 gradient steps through the classifier, over 100x) stays
+the default. This asks why, on the benchmark's classifier and pipeline (``nmfinterp/benchmark.py``'s
+full settings, seed 0):
+
+1. Is it generalisation? The gates are scored on the training clips they learned from as well as
+   on the test fold.
+2. Is the gate network short of the per-clip optimum of its own objective? The objective
+   ``fit_gates`` lowers, with hard gates, averaged over its training rows (the clips and their
+   mixtures): for the interpreter's own selection, the gate network's gates and the gates
+   ``explain``'s refinement finds for each row.
+3. Do other ways of training it close the gap? (a) distillation: the network fitted to the
+   refined gates themselves (binary cross-entropy, no classifier in the loop); (b) straight-through:
+   the trained network trained on for more epochs with hard gates in the forward pass (so that
+   training and explaining use the same gates); (c) more information: the network also reads the
+   interpreter's hidden representation of the classifier's layers at each frame (the adapters'
+   outputs, before Ψ's decoder), trained like ``fit_gates``.
+
+Each set of gates is scored like the benchmark's methods (Fid-In, FF, AI, AD, mask mean; energy
+share and SI-SDR gap on equal-level mixtures). Raw results: ``benchmarks/results/gates_study.json``
+(about 30 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from nmfinterp.benchmark import (  # noqa: E402
+    FULL,
+    _decisions,
+    _fit_pipeline,
+    _git_commit,
+    _log,
+    _softmax,
+    add_split_arguments,
+    load_split,
+    make_conditions,
+    score_masks,
+    train_benchmark_classifier,
+)
+from nmfinterp.classifiers import predict_logits  # noqa: E402
+from nmfinterp.explain import (  # noqa: E402
+    CONTRAST_PENALTY,
+    ENERGY_PENALTY,
+    REFINE_STEPS,
+    _Faithfulness,
+    refine_selection,
+    relevance,
+    soft_mask,
+)
+from nmfinterp.gates import SHARPEN, GateNet, training_rows  # noqa: E402
+from nmfinterp.hooks import frozen  # noqa: E402
+
+METRICS = ("Fid-In", "FF", "AI", "AD", "mask_mean", "energy_share", "si_sdr_gap")
+
+
+def hidden_representation(interp, x: np.ndarray) -> torch.Tensor:
+    """The interpreter's adapters' outputs on clips ``x`` at the mask's frames, ``(n, C, T)``:
+    the classifier's hidden layers as Ψ's decoder reads them."""
+    net, n_frames = interp.module_, interp.spectrogram_._n_frames(x.shape[-1])
+    feats, _ = interp._extract(x)
+    parts = []
+    with torch.no_grad():
+        for i, (adapter, f) in enumerate(zip(net.adapters, feats, strict=True)):
+            a = adapter((f - getattr(net, f"mean_{i}")) / getattr(net, f"std_{i}"))
+            size = (a.shape[0], a.shape[1], n_frames)
+            parts.append(
+                a.expand(size)
+                if a.shape[-1] == 1
+                else F.interpolate(a, size=n_frames, mode="linear", align_corners=False)
+            )
+    return torch.cat(parts, dim=1)
+
+
+def refined(interp, theta, waves, H, z, classes, scores) -> torch.Tensor:
+    """The gates ``explain``'s default refinement finds, 16 clips at a time."""
+    r = relevance(z, theta, classes, centered=True)
+    return torch.cat(
+        [
+            refine_selection(
+                interp,
+                torch.as_tensor(waves[i : i + 16]),
+                H[i : i + 16],
+                r[i : i + 16],
+                classes[i : i + 16],
+                REFINE_STEPS,
+                contrast_penalty=CONTRAST_PENALTY,
+                scores=scores[i : i + 16],
+            )
+            for i in range(0, len(H), 16)
+        ]
+    )
+
+
+def selection(theta, H, z, classes) -> torch.Tensor:
+    """The interpreter's own selection (centred relevance > 0) as gates ``(n, K, T)``."""
+    return (relevance(z, theta, classes, centered=True) > 0)[:, :, None].expand_as(H)
+
+
+class InformedGateNet(GateNet):
+    """A :class:`GateNet` whose mixing layer also reads ``hidden_representation`` (a 1x1
+    convolution of it added before the first ReLU; zero at the start)."""
+
+    def __init__(self, n_components: int, channels: int, hidden: int = 64):
+        super().__init__(n_components, hidden)
+        self.extra = nn.Conv1d(channels, hidden, 1)
+        nn.init.zeros_(self.extra.weight)
+        nn.init.zeros_(self.extra.bias)
+        self.context = None
+        self.body[1].register_forward_pre_hook(
+            lambda _, args: (args[0] + self.extra(self.context),)
+        )
+
+    def forward(self, H, pooled, theta, classes, context):
+        self.context = context
+        try:
+            return super().forward(H, pooled, theta, classes)
+        finally:
+            self.context = None
+
+
+class Study:
+    """The benchmark's pipeline, the gate network's training rows and the objective on them."""
+
+    def __init__(self, pipe, train_x: np.ndarray, random_state: int = 0):
+        self.pipe, self.interp = pipe, pipe[-1]
+        self.W = torch.as_tensor(pipe[1].dictionary_, dtype=torch.float32)
+        self.theta = self.interp.module_.theta.weight.detach()
+        rng = np.random.default_rng(random_state)
+        self.waves, self.H, self.z, self.scores = training_rows(
+            self.interp, train_x.astype(np.float32), 2, rng
+        )
+        self.decided = self.scores.argmax(-1)
+
+    def objective(self, idx) -> _Faithfulness:
+        """``fit_gates``' objective (its default energy term, no contrast term) on rows ``idx``."""
+        return _Faithfulness(
+            self.interp,
+            self.waves[idx],
+            self.decided[idx],
+            "linear",
+            ENERGY_PENALTY,
+            0.0,
+            self.H[idx],
+            self.scores[idx],
+        )
+
+    def hard_objective(self, gates_of) -> float:
+        """The objective's mean over the rows with the hard gates ``gates_of(idx)``."""
+        total = 0.0
+        with torch.no_grad():
+            for idx in torch.arange(len(self.H)).split(32):
+                mask = soft_mask(self.W, self.H[idx], gates_of(idx).float())
+                total += float(self.objective(idx)(mask).sum())
+        return total / len(self.H)
+
+    def gates(self, net, context=None) -> torch.Tensor:
+        """A gate network's hard gates on every row (``context``: an InformedGateNet's input)."""
+        extra = () if context is None else (context,)
+        with torch.no_grad():
+            return net(self.H, self.z, self.theta, self.decided, *extra) > 0
+
+    def train(self, net, epochs, loss_of, lr=1e-3, seed=0) -> list[float]:
+        """Adam with cosine decay on ``loss_of(net, idx, epoch)`` over the rows; per-epoch losses."""
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        n, batch = len(self.H), 16
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=epochs * -(-n // batch), eta_min=lr / 100
+        )
+        history = []
+        net.train()
+        for epoch in range(epochs):
+            total = 0.0
+            for idx in torch.randperm(n, generator=gen).split(batch):
+                with frozen(self.interp.classifier), torch.enable_grad():
+                    loss = loss_of(net, idx, epoch)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    schedule.step()
+                total += float(loss.detach()) * len(idx)
+            history.append(total / n)
+            if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+                _log(f"    epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
+        net.eval()
+        return history
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_split_arguments(p)
+    p.add_argument(
+        "--gate-epochs", type=int, default=30, help="fit_gates' epochs, and (c)'s (%(default)s)"
+    )
+    p.add_argument("--max-train", type=int, default=None, help="first N training clips only")
+    p.add_argument("--classifier-epochs", type=int, default=FULL["classifier_epochs"])
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gates_study.json"))
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
+    if args.max_train is not None:
+        train = train.subset(np.arange(min(args.max_train, len(train))))
+    clf, y_train, _, accuracy, _ = train_benchmark_classifier(
+        train, test, ds.n_classes, args.sr, args.classifier_epochs
+    )
+    pipe, _ = _fit_pipeline(clf, args.sr, dict(FULL), train, y_train)
+    interp, spec = pipe[-1], pipe[0]
+    _log(f"classifier: accuracy {accuracy:.3f}; pipeline fitted")
+
+    # the sets the gates are scored on: 80 training clips, the test fold clean and mixed
+    conditions = make_conditions(test, None)
+    sets = {}
+    x = train.waveforms[:80]
+    sets["train clean"] = (x, predict_logits(clf, x).argmax(1), None, None)
+    for name in ("clean", "mix_equal"):
+        cond = conditions[name]
+        decided = predict_logits(clf, cond["mixture"]).argmax(1)
+        keep, deciding, other = _decisions(cond, decided)
+        if name == "clean":
+            keep, deciding, other = np.arange(len(decided)), None, None
+        sets[f"test {name}"] = (cond["mixture"][keep], decided[keep], deciding, other)
+    probs = lambda w: _softmax(predict_logits(clf, w))  # noqa: E731
+
+    def score(gates_for) -> dict:
+        """``gates_for(x, classes, H, z)`` -> gates, scored on every set."""
+        out = {}
+        for name, (xs, cls, deciding, other) in sets.items():
+            feats, _ = interp._extract(xs)
+            with torch.no_grad():
+                H = interp.module_.activations(feats, spec._n_frames(xs.shape[-1]))
+                z = interp.module_.pool(H)
+                g = gates_for(xs, torch.as_tensor(cls), H, z)
+            masks = soft_mask(study.W, H, g.float()).numpy()
+            r = score_masks(probs, spec, xs, masks, cls, deciding, other)
+            out[name] = {k: r[k] for k in METRICS if k in r}
+        return out
+
+    def network_gates(net, informed=False):
+        def gates_for(xs, cls, H, z):
+            extra = (hidden_representation(interp, xs),) if informed else ()
+            return net(H, z, study.theta, cls, *extra) > 0
+
+        return gates_for
+
+    t = time.perf_counter()
+    interp.fit_gates(train.waveforms, epochs=args.gate_epochs)
+    gate_seconds = time.perf_counter() - t
+    _log(f"fit_gates: {gate_seconds:.0f} s")
+    study = Study(pipe, train.waveforms, interp.random_state)
+    t = time.perf_counter()
+    refined_rows = refined(
+        interp, study.theta, study.waves, study.H, study.z, study.decided, study.scores
+    )
+    refine_seconds = time.perf_counter() - t
+    _log(f"refined gates of {len(refined_rows)} training rows: {refine_seconds:.0f} s")
+
+    results = {
+        "command": "python benchmarks/gates_study.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "commit": _git_commit(),
+        "classifier_accuracy": accuracy,
+        "n_training_rows": len(study.H),
+        "seconds": {"fit_gates": gate_seconds, "refine_training_rows": refine_seconds},
+        "objective": {},
+        "scores": {},
+        "history": {},
+    }
+    out = Path(args.out)
+
+    def save():
+        results["total_seconds"] = time.perf_counter() - t_start
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=float))
+
+    def record(name, row_gates, scorer, history=None):
+        results["objective"][name] = study.hard_objective(lambda idx: row_gates[idx])
+        results["scores"][name] = score(scorer)
+        if history is not None:
+            results["history"][name] = history
+        line = "; ".join(
+            f"{k} AI {v['AI']['mean']:.0f} FF {v['FF']['mean']:.2f}"
+            for k, v in results["scores"][name].items()
+        )
+        _log(f"  {name}: objective {results['objective'][name]:.3f}; {line}")
+        save()
+
+    def refined_for(xs, cls, H, z):
+        return refined(interp, study.theta, xs, H, z, cls, interp._extract(xs)[1])
+
+    record(
+        "interpreter's selection",
+        selection(study.theta, study.H, study.z, study.decided),
+        lambda xs, cls, H, z: selection(study.theta, H, z, cls),
+    )
+    record("refinement (explain's default)", refined_rows, refined_for)
+    record(
+        "gate network (fit_gates)",
+        study.gates(interp.gate_module_),
+        network_gates(interp.gate_module_),
+    )
+
+    # (a) distillation: the refined gates as targets, no classifier in the loop
+    torch.manual_seed(0)
+    net = GateNet(study.W.shape[1])
+    target = refined_rows.float()
+    history = study.train(
+        net,
+        60,
+        lambda net, idx, _: F.binary_cross_entropy_with_logits(
+            net(study.H[idx], study.z[idx], study.theta, study.decided[idx]), target[idx]
+        ),
+    )
+    results["distillation_agreement"] = float((study.gates(net).float() == target).float().mean())
+    record("(a) distilled from the refined gates", study.gates(net), network_gates(net), history)
+
+    # (b) straight-through: fit_gates' network, 10 more epochs with hard gates forward
+    net = copy.deepcopy(interp.gate_module_)
+
+    def straight_through(net, idx, _):
+        logit = net(study.H[idx], study.z[idx], study.theta, study.decided[idx])
+        soft = torch.sigmoid(logit * SHARPEN)
+        hard = (logit > 0).float() + soft - soft.detach()
+        return study.objective(idx)(soft_mask(study.W, study.H[idx], hard)).mean()
+
+    history = study.train(net, 10, straight_through, lr=3e-4)
+    record("(b) straight-through, 10 more epochs", study.gates(net), network_gates(net), history)
+
+    # (c) the interpreter's hidden representation as a further input, trained like fit_gates
+    context = torch.cat([hidden_representation(interp, w.numpy()) for w in study.waves.split(64)])
+    torch.manual_seed(0)
+    net = InformedGateNet(study.W.shape[1], context.shape[1])
+    epochs = args.gate_epochs
+
+    def informed_loss(net, idx, epoch):
+        sharp = SHARPEN ** (epoch / max(epochs - 1, 1))
+        logit = net(study.H[idx], study.z[idx], study.theta, study.decided[idx], context[idx])
+        gates = torch.sigmoid(logit * sharp)
+        return study.objective(idx)(soft_mask(study.W, study.H[idx], gates)).mean()
+
+    history = study.train(net, epochs, informed_loss)
+    record(
+        "(c) reading the hidden representation",
+        study.gates(net, context),
+        network_gates(net, informed=True),
+        history,
+    )
+    _log(f"raw results: {out} ({time.perf_counter() - t_start:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
