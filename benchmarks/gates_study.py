@@ -11,9 +11,10 @@ full settings, seed 0):
 1. Is it generalisation? The gates are scored on the training clips they learned from as well as
    on the test fold.
 2. Is the gate network short of the per-clip optimum of its own objective? The objective
-   ``fit_gates`` lowers, with hard gates, averaged over its training rows (the clips and their
-   mixtures): for the interpreter's own selection, the gate network's gates and the gates
-   ``explain``'s refinement finds for each row.
+   ``fit_gates`` lowers, with hard gates, averaged over rows like its training rows (the training
+   clips and two rounds of two-clip mixtures of them, drawn as ``fit_gates`` draws its own: the
+   same clips, another draw of mixtures; (a)-(c) train on these rows): for the interpreter's own
+   selection, the gate network's gates and the gates ``explain``'s refinement finds for each row.
 3. Do other ways of training it close the gap? (a) distillation: the network fitted to the
    refined gates themselves (binary cross-entropy, no classifier in the loop); (b) straight-through:
    the trained network trained on for more epochs with hard gates in the forward pass (so that
@@ -137,7 +138,8 @@ class InformedGateNet(GateNet):
 
 
 class Study:
-    """The benchmark's pipeline, the gate network's training rows and the objective on them."""
+    """The benchmark's pipeline, rows like the gate network's training rows (the clips and a draw
+    of mixtures of them) and the objective on them."""
 
     def __init__(self, pipe, train_x: np.ndarray, random_state: int = 0):
         self.pipe, self.interp = pipe, pipe[-1]

@@ -135,7 +135,60 @@ def sweep_lines(sweep: dict, titles: dict) -> list[str]:
     return lines
 
 
-def render(res: dict, src: str, seeds: dict | None = None, sweep: dict | None = None) -> str:
+#: the gates study's cell formats (".2f" otherwise)
+FORMATS = {"AI": ".0f", "AD": ".0f", "si_sdr_gap": ".1f"}
+
+
+def gates_lines(study: dict) -> list[str]:
+    """Why the amortised gates are not the default, from benchmarks/gates_study.py's JSON."""
+    cols = [
+        ("train clean", "AI"),
+        ("test clean", "Fid-In"),
+        ("test clean", "FF"),
+        ("test clean", "AI"),
+        ("test clean", "AD"),
+        ("test mix_equal", "energy_share"),
+        ("test mix_equal", "si_sdr_gap"),
+    ]
+    head = ["objective on the training rows"] + [f"{n}: {HEAD.get(m, m)}" for n, m in cols]
+    lines = [
+        "",
+        "## Why the amortised gates are not the default",
+        "",
+        "The gate network (`fit_gates`, for `explain(..., amortised=True)`) meets the cost target "
+        "but not clean AI. From `benchmarks/results/gates_study.json` (`python "
+        f"benchmarks/gates_study.py`, commit `{study['commit']}`; the same classifier, "
+        f"accuracy {study['classifier_accuracy']:.3f}): the objective `fit_gates` lowers "
+        f"(lower is better), with hard gates, over {study['n_training_rows']} training rows like its "
+        "own (the training clips and two rounds of mixtures of them), and how each set of gates "
+        "scores on 80 of the training clips and on the test fold. 'refinement' is explain's "
+        "default; (a)-(c) "
+        "are other ways of training the gate network (see the script's docstring). Distilled gates "
+        f"agree with the refined ones on {study['distillation_agreement']:.0%} of the "
+        "(component, frame) cells of the training rows.",
+        "",
+        "| gates | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+    for name, objective in study["objective"].items():
+        scores = study["scores"][name]
+        lines.append(
+            f"| {name} | {objective:.3f} | "
+            + " | ".join(
+                cell(scores[set_][metric], FORMATS.get(metric, ".2f")) for set_, metric in cols
+            )
+            + " |"
+        )
+    return lines
+
+
+def render(
+    res: dict,
+    src: str,
+    seeds: dict | None = None,
+    sweep: dict | None = None,
+    gates: dict | None = None,
+) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
         "# Benchmark: ESC-10, every explainer, five listening conditions, Silero VAD, costs",
@@ -382,6 +435,8 @@ def render(res: dict, src: str, seeds: dict | None = None, sweep: dict | None = 
     ]
     if sweep is not None and not s["quick"]:
         lines += sweep_lines(sweep, res["conditions"])
+    if gates is not None and not s["quick"]:
+        lines += gates_lines(gates)
     return "\n".join(lines)
 
 
@@ -424,9 +479,8 @@ def main(argv=None):
         for p in srcs
     ]
     seeds, sweep = _saved("fidelity_seeds"), _saved("contrast_sweep")
-    dst.write_text(
-        render(merge([json.loads(p.read_text()) for p in srcs]), " + ".join(rel), seeds, sweep)
-    )
+    res = merge([json.loads(p.read_text()) for p in srcs])
+    dst.write_text(render(res, " + ".join(rel), seeds, sweep, _saved("gates_study")))
     print(f"wrote {dst}")
 
 

@@ -62,3 +62,44 @@ def test_a_cost_run_keeps_the_full_runs_figures_beside_its_own(make_table, runs)
     rows = _cost_rows(make_table.render(make_table.merge([full]), "x"))
     assert rows["same, `amortised=True`"][0].startswith("1.20")
     assert "full run" not in rows["same, `amortised=True`"][0]
+
+
+def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
+    scores = {
+        "train clean": {"AI": {"mean": 31.25, "ci95": [20.0, 42.5]}},
+        "test clean": {
+            m: {"mean": v, "ci95": [v - 1, v + 1]}
+            for m, v in (("Fid-In", 0.99), ("FF", 0.68), ("AI", 33.75), ("AD", 2.3))
+        },
+        "test mix_equal": {
+            "energy_share": {"mean": 0.62, "ci95": [0.58, 0.66]},
+            "si_sdr_gap": {"mean": 6.21, "ci95": [3.4, 9.0]},
+        },
+    }
+    study = {
+        "commit": "abc1234",
+        "classifier_accuracy": 0.925,
+        "n_training_rows": 677,
+        "distillation_agreement": 0.82,
+        "objective": {"refinement (explain's default)": -1.79, "gate network (fit_gates)": -1.24},
+        "scores": {
+            "refinement (explain's default)": scores,
+            "gate network (fit_gates)": scores,
+        },
+    }
+    lines = make_table.gates_lines(study)
+    rows = [row for row in lines if row.startswith("| ") and not row.startswith("| gates")]
+    assert [row.split(" | ")[0:2] for row in rows] == [
+        ["| refinement (explain's default)", "-1.790"],
+        ["| gate network (fit_gates)", "-1.240"],
+    ]
+    assert rows[1].split(" | ")[2:] == [
+        "31 [20, 42]",
+        "0.99 [-0.01, 1.99]",
+        "0.68 [-0.32, 1.68]",
+        "34 [33, 35]",
+        "2 [1, 3]",
+        "0.62 [0.58, 0.66]",
+        "6.2 [3.4, 9.0] |",
+    ]
+    assert "82%" in "\n".join(lines) and "677 training rows" in "\n".join(lines)
