@@ -187,7 +187,7 @@ def render(
     src: str,
     seeds: dict | None = None,
     sweep: dict | None = None,
-    gates: dict | None = None,
+    gates_study: dict | None = None,
 ) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
@@ -435,8 +435,8 @@ def render(
     ]
     if sweep is not None and not s["quick"]:
         lines += sweep_lines(sweep, res["conditions"])
-    if gates is not None and not s["quick"]:
-        lines += gates_lines(gates)
+    if gates_study is not None and not s["quick"]:
+        lines += gates_lines(gates_study)
     return "\n".join(lines)
 
 
