@@ -1,15 +1,21 @@
-"""The refinement's contrast term over its weight: what each weight buys on mixtures, and costs.
+"""The refinement over one of its settings: what each value buys on clean clips and mixtures, and costs.
 
     python benchmarks/contrast_sweep.py [--weights 0 10 30 100 300 1000] [--data DIR] [--speech DIR]
+    python benchmarks/contrast_sweep.py --param refine_steps [--weights 0 5 10 20 40 80]
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
-``explain(..., contrast_penalty=w)`` adds to the refinement's objective the energy the explanation
-keeps from components that the other classes the classifier hears use more than the explained one
-(docs/method.md). A larger weight drops more of the interfering source on mixtures, and can cost
-faithfulness on clean clips. This trains the benchmark's classifier and the default pipeline once
-(``nmfinterp/benchmark.py``'s full settings), then explains fold 4's clean clips, 0.8/0.2 mixtures
-and equal-level mixtures with each weight, scores them as the benchmark does, and saves every
-figure to ``benchmarks/results/contrast_sweep.json``.
+``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
+refinement's objective the energy the explanation keeps from components that the other classes the
+classifier hears use more than the explained one (docs/method.md). A larger weight drops more of the
+interfering source on mixtures, and can cost faithfulness on clean clips. ``--param refine_steps``:
+the number of Adam steps the refinement takes (``REFINE_STEPS`` by default): its cost grows with
+them; does its faithfulness, or the share of the explanation's energy from the deciding source?
+
+This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
+full settings), then explains fold 4's clean clips, 0.8/0.2 mixtures and equal-level mixtures with
+each value, scores them as the benchmark does, and saves every figure to
+``benchmarks/results/contrast_sweep.json`` (``refine_steps_sweep.json`` for ``--param
+refine_steps``).
 """
 
 from __future__ import annotations
@@ -41,30 +47,47 @@ from nmfinterp.benchmark import (  # noqa: E402
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.datasets import load_fsdd  # noqa: E402
-from nmfinterp.explain import CONTRAST_PENALTY, explain  # noqa: E402
+from nmfinterp.explain import CONTRAST_PENALTY, REFINE_STEPS, explain  # noqa: E402
 
 CONDITIONS = ("clean", "mix_0.8_0.2", "mix_equal")
 METRICS = ("Fid-In", "FF", "AI", "AD", "si_sdr_gap", "energy_share", "mask_mean")
+#: the settings this sweeps: their defaults, the values swept unless --weights says, the JSON's name
+PARAMS = {
+    "contrast_penalty": (
+        CONTRAST_PENALTY,
+        [0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
+        "contrast_sweep",
+    ),
+    "refine_steps": (REFINE_STEPS, [0, 5, 10, 20, 40, 80], "refine_steps_sweep"),
+}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--param", choices=list(PARAMS), default="contrast_penalty")
     p.add_argument(
         "--weights",
         type=float,
         nargs="+",
-        default=[0.0, 10.0, 30.0, 100.0, 300.0, 1000.0],
-        help="contrast_penalty values (%(default)s)",
+        default=None,
+        help="the values swept (contrast_penalty: 0 10 30 100 300 1000; refine_steps: "
+        "0 5 10 20 40 80)",
     )
     add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "contrast_sweep.json"))
+    p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
+    default, values, name = PARAMS[args.param]
+    args.weights = values if args.weights is None else args.weights
     bad = [w for w in args.weights if not w >= 0]
+    if args.param == "refine_steps":
+        bad += [w for w in args.weights if w != int(w)]
+        args.weights = [int(w) for w in args.weights if w == int(w)]
     if bad:
-        raise SystemExit(f"--weights {bad}: expected non-negative numbers.")
+        raise SystemExit(f"--weights {bad}: expected non-negative numbers (integers for steps).")
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{name}.json")
     t_start = time.perf_counter()
     ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     speech = load_fsdd(args.speech, sr=args.sr).waveforms if args.speech else None
@@ -90,14 +113,14 @@ def main(argv=None) -> int:
         x, classes = cond["mixture"][keep], decided[keep]
         for w in args.weights:
             t = time.perf_counter()
-            ex = explain(pipe, x, classes=classes, contrast_penalty=w)
+            ex = explain(pipe, x, classes=classes, **{args.param: w})
             seconds = time.perf_counter() - t
             r = score_masks(probs, spec, x, np.stack(ex.masks), classes, deciding, other)
             r["seconds_per_clip"] = seconds / len(x)
             r["n"] = len(x)
             results[cname][str(w)] = r
             _log(
-                f"  {cname:12s} contrast_penalty={w:<7g} "
+                f"  {cname:12s} {args.param}={w:<7g} "
                 + " ".join(f"{k} {r[k]['mean']:.2f}" for k in METRICS if k in r)
             )
     out = {
@@ -109,7 +132,8 @@ def main(argv=None) -> int:
         "classifier_accuracy": accuracy,
         "fidelity_top1": fidelity,
         "n_components": FULL["n_components"],
-        "default_weight": CONTRAST_PENALTY,
+        "param": args.param,
+        "default_weight": default,
         "weights": args.weights,
         "results": results,
         "commit": commit,
