@@ -103,8 +103,26 @@ def seed_lines(seeds: dict) -> list[str]:
     return lines
 
 
+#: the sweeps make_table shows: their JSON's name, the section's title and the command
+SWEEPS = {
+    "contrast_penalty": (
+        "contrast_sweep",
+        "The contrast term's weight",
+        "python benchmarks/contrast_sweep.py",
+    ),
+    "refine_steps": (
+        "refine_steps_sweep",
+        "The refinement's number of steps",
+        "python benchmarks/contrast_sweep.py --param refine_steps",
+    ),
+}
+
+
 def sweep_lines(sweep: dict, titles: dict) -> list[str]:
-    """The contrast-weight section, from benchmarks/contrast_sweep.py's JSON."""
+    """A sweep's section, from benchmarks/contrast_sweep.py's JSON (one explain setting over
+    its values; saved before ``param`` existed: the contrast weight)."""
+    param = sweep.get("param", "contrast_penalty")
+    name, title, command = SWEEPS[param]
     cols = [
         ("Fid-In", ".2f"),
         ("FF", ".2f"),
@@ -116,21 +134,21 @@ def sweep_lines(sweep: dict, titles: dict) -> list[str]:
     ]
     lines = [
         "",
-        "## The contrast term's weight",
+        f"## {title}",
         "",
-        f"`explain(..., contrast_penalty=w)` for each weight w (the default is "
+        f"`explain(..., {param}=w)` for each value w (the default is "
         f"{sweep['default_weight']:g}) on the same pipeline (classifier fold-{sweep['test_fold']} "
         f"accuracy {sweep['classifier_accuracy']:.3f}, interpreter top-1 fidelity "
-        f"{sweep['fidelity_top1']:.3f}), from `benchmarks/results/contrast_sweep.json` "
-        f"(`python benchmarks/contrast_sweep.py`, commit `{sweep['commit']}`).",
+        f"{sweep['fidelity_top1']:.3f}), from `benchmarks/results/{name}.json` "
+        f"(`{command}`, commit `{sweep['commit']}`).",
     ]
     for cname, rows in sweep["results"].items():
         first = next(iter(rows.values()))
         lines += ["", f"{titles.get(cname, cname)} ({first['n']} clips):", ""]
         lines += table(
-            {f"contrast_penalty={float(w):g}": r for w, r in rows.items()},
+            {f"{param}={float(w):g}": r for w, r in rows.items()},
             [(c, f) for c, f in cols if c in first],
-            first="weight",
+            first="value",
         )
     return lines
 
@@ -186,7 +204,7 @@ def render(
     res: dict,
     src: str,
     seeds: dict | None = None,
-    sweep: dict | None = None,
+    sweeps: list[dict] = (),
     gates_study: dict | None = None,
 ) -> str:
     s, clf = res["settings"], res["classifier"]
@@ -433,7 +451,7 @@ def render(
         f"Machine: {m['platform']}, Python {m['python']}, torch {m['torch']}.{commit}",
         "",
     ]
-    if sweep is not None and not s["quick"]:
+    for sweep in sweeps if not s["quick"] else ():
         lines += sweep_lines(sweep, res["conditions"])
     if gates_study is not None and not s["quick"]:
         lines += gates_lines(gates_study)
@@ -478,9 +496,10 @@ def main(argv=None):
         str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)
         for p in srcs
     ]
-    seeds, sweep = _saved("fidelity_seeds"), _saved("contrast_sweep")
+    seeds = _saved("fidelity_seeds")
+    sweeps = [r for r in (_saved(name) for name, *_ in SWEEPS.values()) if r is not None]
     res = merge([json.loads(p.read_text()) for p in srcs])
-    dst.write_text(render(res, " + ".join(rel), seeds, sweep, _saved("gates_study")))
+    dst.write_text(render(res, " + ".join(rel), seeds, sweeps, _saved("gates_study")))
     print(f"wrote {dst}")
 
 
