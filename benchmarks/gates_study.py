@@ -73,21 +73,11 @@ METRICS = ("Fid-In", "FF", "AI", "AD", "mask_mean", "energy_share", "si_sdr_gap"
 
 
 def hidden_representation(interp, x: np.ndarray) -> torch.Tensor:
-    """The interpreter's adapters' outputs on clips ``x`` at the mask's frames, ``(n, C, T)``:
-    the classifier's hidden layers as Ψ's decoder reads them."""
-    net, n_frames = interp.module_, interp.spectrogram_._n_frames(x.shape[-1])
+    """The interpreter's hidden representation of clips ``x`` at the mask's frames, ``(n, C, T)``:
+    the classifier's hidden layers as Ψ's decoder reads them (``InterpreterNet.hidden``)."""
     feats, _ = interp._extract(x)
-    parts = []
     with torch.no_grad():
-        for i, (adapter, f) in enumerate(zip(net.adapters, feats, strict=True)):
-            a = adapter((f - getattr(net, f"mean_{i}")) / getattr(net, f"std_{i}"))
-            size = (a.shape[0], a.shape[1], n_frames)
-            parts.append(
-                a.expand(size)
-                if a.shape[-1] == 1
-                else F.interpolate(a, size=n_frames, mode="linear", align_corners=False)
-            )
-    return torch.cat(parts, dim=1)
+        return interp.module_.hidden(feats, interp.spectrogram_._n_frames(x.shape[-1]))
 
 
 def refined(interp, theta, waves, H, z, classes, scores) -> torch.Tensor:

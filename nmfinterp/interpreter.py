@@ -67,6 +67,11 @@ class InterpreterNet(nn.Module):
 
     def activations(self, feats, n_frames: int) -> torch.Tensor:
         """H: ``(batch, K, n_frames)``, non-negative."""
+        return self.decoder(self.hidden(feats, n_frames))
+
+    def hidden(self, feats, n_frames: int) -> torch.Tensor:
+        """What the decoder reads: every layer standardised, through its adapter and resampled
+        to the ``n_frames`` frames, concatenated: ``(batch, hidden * n_layers, n_frames)``."""
         parts = []
         for i, (adapter, f) in enumerate(zip(self.adapters, feats, strict=True)):
             f = (f - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
@@ -76,7 +81,7 @@ class InterpreterNet(nn.Module):
             else:
                 a = F.interpolate(a, size=n_frames, mode="linear", align_corners=False)
             parts.append(a)
-        return self.decoder(torch.cat(parts, dim=1))
+        return torch.cat(parts, dim=1)
 
     def pool(self, H: torch.Tensor) -> torch.Tensor:
         """z: ``(batch, K)`` pooled over time."""
