@@ -193,3 +193,23 @@ def test_fitting_again_drops_the_gates_of_the_previous_fit():
     assert not hasattr(pipe[-1], "gate_module_")
     with pytest.raises(ValueError, match="fit_gates"):
         explain(pipe, x_test, amortised=True)
+
+
+def test_training_rows_are_the_clips_then_mixtures_of_them(gated):
+    from nmfinterp.gates import _mixtures, training_rows
+
+    _, x_train, _, _ = small_setup()
+    it = gated[-1]
+    waves, H, z, scores = training_rows(it, x_train, 2, np.random.default_rng(0))
+    n = len(x_train)
+    mixed = _mixtures(x_train, scores[:n].argmax(-1).numpy(), 2, np.random.default_rng(0))
+    assert len(waves) == len(H) == len(z) == len(scores) == n + len(mixed)
+    np.testing.assert_array_equal(waves[:n].numpy(), x_train.astype(np.float32))
+    np.testing.assert_array_equal(waves[n:].numpy(), mixed)
+    np.testing.assert_allclose(H[:n].numpy(), it.activations(x_train), rtol=1e-5, atol=1e-6)
+    # the interpreter's hidden representation is what its decoder turns into H
+    feats, _ = it._extract(x_train)
+    with torch.no_grad():
+        hidden = it.module_.hidden(feats, H.shape[-1])
+        assert hidden.shape[0] == n and hidden.shape[-1] == H.shape[-1]
+        np.testing.assert_allclose(it.module_.decoder(hidden).numpy(), H[:n].numpy(), atol=1e-6)
