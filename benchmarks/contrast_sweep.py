@@ -2,6 +2,7 @@
 
     python benchmarks/contrast_sweep.py [--weights 0 10 30 100 300 1000] [--data DIR] [--speech DIR]
     python benchmarks/contrast_sweep.py --param refine_steps [--weights 0 5 10 20 40 80]
+    python benchmarks/contrast_sweep.py --param energy_penalty [--weights 0 0.3 1 3 10 30]
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -10,12 +11,14 @@ classifier hears use more than the explained one (docs/method.md). A larger weig
 interfering source on mixtures, and can cost faithfulness on clean clips. ``--param refine_steps``:
 the number of Adam steps the refinement takes (``REFINE_STEPS`` by default): its cost grows with
 them; does its faithfulness, or the share of the explanation's energy from the deciding source?
+``--param energy_penalty``: the weight of the share of the clip's energy the explanation keeps
+(both sources alike).
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
 full settings), then explains fold 4's clean clips, 0.8/0.2 mixtures and equal-level mixtures with
 each value, scores them as the benchmark does, and saves every figure to
-``benchmarks/results/contrast_sweep.json`` (``refine_steps_sweep.json`` for ``--param
-refine_steps``).
+``benchmarks/results/contrast_sweep.json`` (``refine_steps_sweep.json``, ``energy_sweep.json``
+for the other two).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from nmfinterp.benchmark import (  # noqa: E402
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.datasets import load_fsdd  # noqa: E402
-from nmfinterp.explain import CONTRAST_PENALTY, REFINE_STEPS, explain  # noqa: E402
+from nmfinterp.explain import CONTRAST_PENALTY, ENERGY_PENALTY, REFINE_STEPS, explain  # noqa: E402
 
 CONDITIONS = ("clean", "mix_0.8_0.2", "mix_equal")
 METRICS = ("Fid-In", "FF", "AI", "AD", "si_sdr_gap", "energy_share", "mask_mean")
@@ -59,6 +62,7 @@ PARAMS = {
         "contrast_sweep",
     ),
     "refine_steps": (REFINE_STEPS, [0, 5, 10, 20, 40, 80], "refine_steps_sweep"),
+    "energy_penalty": (ENERGY_PENALTY, [0.0, 0.3, 1.0, 3.0, 10.0, 30.0], "energy_sweep"),
 }
 
 
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
         nargs="+",
         default=None,
         help="the values swept (contrast_penalty: 0 10 30 100 300 1000; refine_steps: "
-        "0 5 10 20 40 80)",
+        "0 5 10 20 40 80; energy_penalty: 0 0.3 1 3 10 30)",
     )
     add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")

@@ -115,6 +115,11 @@ SWEEPS = {
         "The refinement's number of steps",
         "python benchmarks/contrast_sweep.py --param refine_steps",
     ),
+    "energy_penalty": (
+        "energy_sweep",
+        "The energy term's weight",
+        "python benchmarks/contrast_sweep.py --param energy_penalty",
+    ),
 }
 
 
