@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 from nmfinterp.benchmark import (  # noqa: E402
     DEFAULT_DATA,
     FULL,
-    _decisions,
     _fit_pipeline,
     _git_commit,
     _log,
     _softmax,
     add_split_arguments,
+    explained_inputs,
     load_split,
     make_conditions,
     score_masks,
@@ -109,12 +109,7 @@ def main(argv=None) -> int:
     results: dict = {c: {} for c in CONDITIONS}
     for cname in CONDITIONS:
         cond = conditions[cname]
-        decided = predict_logits(clf, cond["mixture"]).argmax(1)
-        if cname == "clean":
-            keep, deciding, other = np.arange(len(decided)), None, None
-        else:
-            keep, deciding, other = _decisions(cond, decided)
-        x, classes = cond["mixture"][keep], decided[keep]
+        x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
         for w in args.weights:
             t = time.perf_counter()
             ex = explain(pipe, x, classes=classes, **{args.param: w})

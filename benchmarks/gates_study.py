@@ -45,12 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nmfinterp.benchmark import (  # noqa: E402
     FULL,
-    _decisions,
     _fit_pipeline,
     _git_commit,
     _log,
     _softmax,
     add_split_arguments,
+    explained_inputs,
     load_split,
     make_conditions,
     score_masks,
@@ -225,12 +225,7 @@ def main(argv=None) -> int:
     x = train.waveforms[:80]
     sets["train clean"] = (x, predict_logits(clf, x).argmax(1), None, None)
     for name in ("clean", "mix_equal"):
-        cond = conditions[name]
-        decided = predict_logits(clf, cond["mixture"]).argmax(1)
-        keep, deciding, other = _decisions(cond, decided)
-        if name == "clean":
-            keep, deciding, other = np.arange(len(decided)), None, None
-        sets[f"test {name}"] = (cond["mixture"][keep], decided[keep], deciding, other)
+        sets[f"test {name}"] = explained_inputs(clf, conditions[name], name == "clean")
     probs = lambda w: _softmax(predict_logits(clf, w))  # noqa: E731
 
     def score(gates_for) -> dict:

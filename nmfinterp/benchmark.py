@@ -276,6 +276,19 @@ def _decisions(cond: dict, decided: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return keep, deciding, other
 
 
+def explained_inputs(clf, cond: dict, clean: bool):
+    """One condition's inputs as the benchmark explains them: ``(x, classes, deciding, other)``,
+    the classifier's decision on each as its class. Clean clips: all of them, no sources to tell
+    apart (``deciding = other = None``); mixtures: those decided as one source's class
+    (:func:`_decisions`), with their deciding and other source."""
+    decided = predict_logits(clf, cond["mixture"]).argmax(1)
+    if clean:
+        keep, deciding, other = np.arange(len(decided)), None, None
+    else:
+        keep, deciding, other = _decisions(cond, decided)
+    return cond["mixture"][keep], decided[keep], deciding, other
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation of masks
 # ---------------------------------------------------------------------------------------------
@@ -469,14 +482,9 @@ def run_methods(
     )
     results: dict = {}
     for cname, cond in conditions.items():
-        decided = predict_logits(clf, cond["mixture"]).argmax(1)
-        keep, deciding, other = _decisions(cond, decided)
-        if cname == "clean":
-            keep = np.arange(len(decided))
-            deciding = other = None
-        x, classes = cond["mixture"][keep], decided[keep]
-        results[cname] = {"_n": int(len(cond["mixture"])), "_kept": int(len(keep))}
-        if len(keep) == 0:
+        x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
+        results[cname] = {"_n": int(len(cond["mixture"])), "_kept": int(len(x))}
+        if len(x) == 0:
             continue
         t = time.perf_counter()
         ex = explain(nmf_pipe, x, classes=classes)
