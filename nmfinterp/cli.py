@@ -684,7 +684,7 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=None,
         metavar="X",
-        help="with refinement, weight of the share of the clip's energy kept (default: 1.0; "
+        help="with refinement, weight of the share of the clip's energy kept (default: 0.3; "
         "0: faithfulness alone)",
     )
     p.add_argument(

@@ -22,7 +22,7 @@ _EPS = 1e-8
 #: refinement steps explain() takes by default (single-label); measured in docs/benchmarks.md
 REFINE_STEPS = 20
 #: weight of the kept energy share in the refinement's objective by default (docs/benchmarks.md)
-ENERGY_PENALTY = 1.0
+ENERGY_PENALTY = 0.3
 #: weight of the refinement's contrast term by default (see :func:`contrast_weights`;
 #: docs/benchmarks.md measures it against 0)
 CONTRAST_PENALTY = 100.0
@@ -596,7 +596,7 @@ def explain(
     per_frame : bool, default=True
         With refinement, keep or drop each component frame by frame (True: the component can be
         kept where it carries the decision and dropped elsewhere) or for the whole clip (False).
-    energy_penalty : float, default=1.0
+    energy_penalty : float, default=0.3
         With refinement, also penalise the share of the clip's energy the explanation keeps (see
         :func:`refine_selection`): higher values drop more of what the decision does not need,
         e.g. an interfering source, and keep less of the rest; ``0`` asks only for faithfulness.

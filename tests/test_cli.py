@@ -295,6 +295,18 @@ def test_help_everywhere_and_usage_errors(capsys):
     assert "0 is not positive" in capsys.readouterr().err
 
 
+def test_help_states_explain_s_defaults():
+    # the parser leaves these at None (explain decides); its help states the library's defaults
+    from nmfinterp.cli import build_parser
+    from nmfinterp.explain import CONTRAST_PENALTY, ENERGY_PENALTY, REFINE_STEPS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    helps = {f: a.help for a in sub.choices["explain"]._actions for f in a.option_strings}
+    assert f"(default: {REFINE_STEPS} for" in helps["--refine-steps"]
+    assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
+    assert f"(default: {CONTRAST_PENALTY:g};" in helps["--contrast-penalty"]
+
+
 def test_bench_forwards_its_arguments(monkeypatch):
     import types
 
