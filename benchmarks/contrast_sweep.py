@@ -133,6 +133,8 @@ def main(argv=None) -> int:
         "n_components": FULL["n_components"],
         "param": args.param,
         "default_weight": default,
+        # explain's other settings in this run: their defaults at this commit
+        "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param},
         "weights": args.weights,
         "results": results,
         "commit": commit,

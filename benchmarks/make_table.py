@@ -137,12 +137,14 @@ def sweep_lines(sweep: dict, titles: dict) -> list[str]:
         ("si_sdr_gap", ".1f"),
         ("mask_mean", ".2f"),
     ]
+    others = "".join(f"; {k}={v:g}" for k, v in sweep.get("settings", {}).items())
     lines = [
         "",
         f"## {title}",
         "",
-        f"`explain(..., {param}=w)` for each value w (the default is "
-        f"{sweep['default_weight']:g}) on the same pipeline (classifier fold-{sweep['test_fold']} "
+        f"`explain(..., {param}=w)` for each value w (the default at that commit: "
+        f"{sweep['default_weight']:g}{others}) on the same pipeline (classifier "
+        f"fold-{sweep['test_fold']} "
         f"accuracy {sweep['classifier_accuracy']:.3f}, interpreter top-1 fidelity "
         f"{sweep['fidelity_top1']:.3f}), from `benchmarks/results/{name}.json` "
         f"(`{command}`, commit `{sweep['commit']}`).",

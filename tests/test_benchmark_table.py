@@ -103,3 +103,26 @@ def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
         "6.2 [3.4, 9.0] |",
     ]
     assert "82%" in "\n".join(lines) and "677 training rows" in "\n".join(lines)
+
+
+def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_table):
+    score = {"mean": 0.5, "ci95": [0.4, 0.6], "n": 3}
+    sweep = {
+        "param": "energy_penalty",
+        "default_weight": 1.0,
+        "settings": {"refine_steps": 20, "contrast_penalty": 100.0},
+        "test_fold": 4,
+        "classifier_accuracy": 0.925,
+        "fidelity_top1": 0.975,
+        "commit": "abc1234",
+        "results": {"clean": {"0.3": {"Fid-In": score, "n": 3}, "1.0": {"Fid-In": score, "n": 3}}},
+    }
+    text = "\n".join(make_table.sweep_lines(sweep, {"clean": "(a) clean clips"}))
+    assert "(the default at that commit: 1; refine_steps=20; contrast_penalty=100)" in text
+    assert "## The energy term's weight" in text and "`abc1234`" in text
+    assert "(a) clean clips (3 clips)" in text
+    rows = [r.split(" | ")[0] for r in text.splitlines() if r.startswith("| energy_penalty=")]
+    assert rows == ["| energy_penalty=0.3", "| energy_penalty=1"]
+    # saved before `settings` existed: the default alone
+    del sweep["settings"]
+    assert "(the default at that commit: 1)" in "\n".join(make_table.sweep_lines(sweep, {}))
