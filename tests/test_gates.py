@@ -16,7 +16,9 @@ from nmfinterp.persistence import load, save
 def gated():
     clf, x_train, y_train, _ = small_setup()
     pipe = small_pipe(clf).fit(x_train, y_train)
-    pipe[-1].fit_gates(x_train, epochs=10, hidden=16, mixtures=1, lr=1e-2)
+    # 20 epochs: with the default energy weight (0.3) 10 lowered the soft objective here without
+    # yet flipping a hard gate of the interpreter's selection
+    pipe[-1].fit_gates(x_train, epochs=20, hidden=16, mixtures=1, lr=1e-2)
     return pipe
 
 
@@ -49,7 +51,7 @@ def test_fit_gates_learns_gates_that_lower_the_objective(gated):
     _, x_train, _, x_test = small_setup()
     it = gated[-1]
     losses = [h["loss"] for h in it.gate_history_]
-    assert len(losses) == 10 and losses[-1] < losses[0], losses
+    assert len(losses) == 20 and losses[-1] < losses[0], losses
     # on the clips it was trained on, the amortised gates beat the interpreter's own selection on
     # the objective they were trained for
     amortised = explain(gated, x_train, amortised=True)
