@@ -138,6 +138,8 @@ def sweep_lines(sweep: dict, titles: dict) -> list[str]:
         ("mask_mean", ".2f"),
     ]
     others = "".join(f"; {k}={v:g}" for k, v in sweep.get("settings", {}).items())
+    if sweep.get("weights"):  # the values it ran, which --weights may have chosen
+        command += " --weights " + " ".join(f"{float(w):g}" for w in sweep["weights"])
     lines = [
         "",
         f"## {title}",
