@@ -25,7 +25,7 @@ full settings, seed 0):
 
 Each set of gates is scored like the benchmark's methods (Fid-In, FF, AI, AD, mask mean; energy
 share and SI-SDR gap on equal-level mixtures). Raw results: ``benchmarks/results/gates_study.json``
-(about 30 minutes on 2 cores).
+(about 45 minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -177,6 +177,13 @@ def gates_lines(study: dict) -> list[str]:
         ("test mix_equal", "energy_share"),
         ("test mix_equal", "si_sdr_gap"),
     ]
+    labels = [name.split(" ")[0] for name in study["objective"] if name.startswith("(")]
+    others = (
+        f" {labels[0]}-{labels[-1]} are other ways of training the gate network (see the script's "
+        "docstring)."
+        if labels
+        else ""
+    )
     head = ["objective on the training rows"] + [f"{n}: {HEAD.get(m, m)}" for n, m in cols]
     lines = [
         "",
@@ -189,8 +196,8 @@ def gates_lines(study: dict) -> list[str]:
         f"(lower is better), with hard gates, over {study['n_training_rows']} training rows like its "
         "own (the training clips and two rounds of mixtures of them), and how each set of gates "
         "scores on 80 of the training clips and on the test fold. 'refinement' is explain's "
-        f"default; (a)-({chr(ord('a') + len(study['objective']) - 4)}) "
-        "are other ways of training the gate network (see the script's docstring). Distilled gates "
+        f"default.{others} "
+        "Distilled gates "
         f"agree with the refined ones on {study['distillation_agreement']:.0%} of the "
         "(component, frame) cells of the training rows.",
         "",
