@@ -106,6 +106,11 @@ def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
         "6.2 [3.4, 9.0] |",
     ]
     assert "82%" in "\n".join(lines) and "677 training rows" in "\n".join(lines)
+    assert "other ways of training" not in "\n".join(lines)  # no rows (a), (b)... to name
+    for name in ("(a) distilled", "(b) straight-through", "(c) informed"):
+        study["objective"][name], study["scores"][name] = -1.0, scores
+    text = "\n".join(make_table.gates_lines(study))
+    assert "(a)-(c) are other ways of training the gate network" in text
 
 
 def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_table):
