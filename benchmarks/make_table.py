@@ -196,9 +196,8 @@ def gates_lines(study: dict) -> list[str]:
         f"(lower is better), with hard gates, over {study['n_training_rows']} training rows like its "
         "own (the training clips and two rounds of mixtures of them), and how each set of gates "
         "scores on 80 of the training clips and on the test fold. 'refinement' is explain's "
-        f"default.{others} "
-        "Distilled gates "
-        f"agree with the refined ones on {study['distillation_agreement']:.0%} of the "
+        f"default.{others} Distilled gates agree with the refined ones on "
+        f"{study['distillation_agreement']:.0%} of the "
         "(component, frame) cells of the training rows.",
         "",
         "| gates | " + " | ".join(head) + " |",
