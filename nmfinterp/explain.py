@@ -466,7 +466,8 @@ def explain_clips(
             n_frames = spec._n_frames(x.shape[-1])  # the mask's grid
             feats, scores = interpreter._extract(x.numpy())
             with torch.no_grad():
-                H = net.activations(feats, n_frames)
+                hidden = net.hidden(feats, n_frames)
+                H = net.decoder(hidden)
                 z = net.pool(H)  # pooled once: Θ's logits and the relevance both use it
                 logits = net.theta(z)
                 if wanted is not None:
@@ -492,7 +493,7 @@ def explain_clips(
                         scores=scores,
                     )
                 elif amortised:  # at most top_k components, the most relevant ones
-                    keep = interpreter.gate_module_(H, z, theta, cls) > 0
+                    keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
                     keep &= select_components(r, top_k, -float("inf"))[:, :, None]
                 else:
                     keep = select_components(r, top_k, threshold)[:, :, None].expand_as(H)

@@ -35,17 +35,29 @@ class GateNet(nn.Module):
     frames follow, and a 1x1 one predicts a correction added to that starting point. The last
     layer starts at zero, so an untrained GateNet gives the interpreter's own selection.
 
+    With ``context_channels`` > 0 the network also reads the interpreter's hidden representation
+    of the clip (``InterpreterNet.hidden``: the classifier's layers as Ψ's decoder reads them, which
+    ``explain`` computes anyway): a 1x1 convolution of it, zero at the start, is added to the
+    mixing layer's output. It sees then what the classifier heard, not only the K activations.
+
     ``bottleneck=False`` is the network of nmfinterp before the 1x1 mixing layer (its first
     temporal convolution read the 3K channels directly, about twice the work per frame); files
-    saved with it load as such.
+    saved with it load as such. Files saved before ``context_channels`` existed load with 0.
     """
 
     def __init__(
-        self, n_components: int, hidden: int = 64, width: int = 5, bottleneck: bool = True
+        self,
+        n_components: int,
+        hidden: int = 64,
+        width: int = 5,
+        bottleneck: bool = True,
+        context_channels: int = 0,
     ):
         super().__init__()
+        if context_channels and not bottleneck:
+            raise ValueError("context_channels needs the 1x1 mixing layer (bottleneck=True).")
         self.n_components, self.hidden, self.width = n_components, hidden, width
-        self.bottleneck = bottleneck
+        self.bottleneck, self.context_channels = bottleneck, context_channels
         pad = width // 2
         first = (
             [
@@ -63,14 +75,36 @@ class GateNet(nn.Module):
             nn.ReLU(),
             nn.Conv1d(hidden, n_components, 1),
         )
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
+        self.register_module(
+            "context", nn.Conv1d(context_channels, hidden, 1) if context_channels else None
+        )
+        zeroed = [self.body[-1]] + ([self.context] if context_channels else [])
+        for layer in zeroed:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def __setstate__(self, state):
         state.setdefault("bottleneck", False)  # pickled by nmfinterp before the mixing layer
+        state.setdefault("context_channels", 0)  # ... and before the hidden representation
+        state["_modules"].setdefault("context", None)
         super().__setstate__(state)
 
-    def forward(self, H: torch.Tensor, pooled: torch.Tensor, theta: torch.Tensor, classes):
+    def forward(
+        self,
+        H: torch.Tensor,
+        pooled: torch.Tensor,
+        theta: torch.Tensor,
+        classes,
+        context: torch.Tensor | None = None,
+    ):
+        """Gate logits; ``context``: the hidden representation ``(n, context_channels, T)``,
+        required when the network reads one and ignored otherwise."""
+        if self.context_channels and (context is None or context.shape[1] != self.context_channels):
+            got = None if context is None else tuple(context.shape)
+            raise ValueError(
+                f"this gate network reads the interpreter's hidden representation, "
+                f"(n, {self.context_channels}, T); got {got}."
+            )
         start = (relevance(pooled, theta, classes, centered=True) / 0.1).clamp(-3.0, 3.0)
         centred = theta - theta.mean(dim=0, keepdim=True)
         contrib = H * centred[classes][:, :, None]
@@ -85,6 +119,8 @@ class GateNet(nn.Module):
         w = mix.weight[:, :, 0]
         fixed = (start / 3.0) @ w[:, 2 * K :].T + mix.bias  # (n, hidden)
         y = torch.matmul(w[:, :K], contrib) + torch.matmul(w[:, K : 2 * K], level)
+        if self.context is not None:
+            y = y + self.context(context)
         return start[:, :, None] + self.body[1:](y + fixed[:, :, None])
 
 
@@ -102,31 +138,37 @@ def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, x.shape[1]), np.float32)
 
 
-def _activations(interpreter, x: np.ndarray):
-    """H, pooled z and the classifier's scores for clips ``x``, batch by batch."""
+def _activations(interpreter, x: np.ndarray, context: bool = False):
+    """H, pooled z, the classifier's scores and (with ``context``, else None) the interpreter's
+    hidden representation for clips ``x``, batch by batch."""
     spec, net = interpreter.spectrogram_, interpreter.module_
     n_frames = spec._n_frames(x.shape[-1])
-    Hs, zs, cs = [], [], []
+    Hs, zs, cs, hs = [], [], [], []
     for _, feats, scores in interpreter._batches(x):
         with torch.no_grad():
-            H = net.activations(feats, n_frames)
+            hidden = net.hidden(feats, n_frames)
+            H = net.decoder(hidden)
             Hs.append(H)
             zs.append(net.pool(H))
+            if context:
+                hs.append(hidden)
         cs.append(scores)
-    return torch.cat(Hs), torch.cat(zs), torch.cat(cs)
+    return torch.cat(Hs), torch.cat(zs), torch.cat(cs), torch.cat(hs) if context else None
 
 
-def training_rows(interpreter, X: np.ndarray, mixtures: int, rng):
+def training_rows(interpreter, X: np.ndarray, mixtures: int, rng, context: bool = False):
     """What :func:`fit_gates` trains on: the clips ``X`` and ``mixtures`` rounds of two-clip
-    mixtures of them (:func:`_mixtures`, drawn from ``rng``), as ``(waveforms, H, z, scores)``
-    tensors, one row per clip."""
-    H, z, scores = _activations(interpreter, X)
+    mixtures of them (:func:`_mixtures`, drawn from ``rng``), as ``(waveforms, H, z, scores,
+    hidden)`` tensors, one row per clip; ``hidden`` (the interpreter's hidden representation) is
+    None unless ``context``."""
+    H, z, scores, hidden = _activations(interpreter, X, context)
     mixed = _mixtures(X, scores.argmax(-1).numpy(), mixtures, rng)
     if len(mixed):
-        Hm, zm, sm = _activations(interpreter, mixed)
+        Hm, zm, sm, hm = _activations(interpreter, mixed, context)
         H, z, scores = torch.cat([H, Hm]), torch.cat([z, zm]), torch.cat([scores, sm])
+        hidden = torch.cat([hidden, hm]) if context else None
     waves = torch.as_tensor(np.concatenate([X.astype(np.float32), mixed]))
-    return waves, H, z, scores
+    return waves, H, z, scores, hidden
 
 
 def fit_gates(
@@ -137,6 +179,7 @@ def fit_gates(
     lr: float,
     hidden: int,
     mixtures: int,
+    read_hidden: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float = 0.0,
     batch_size: int = 16,
@@ -148,20 +191,22 @@ def fit_gates(
     The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
     decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``), with
     soft gates sharpened over the epochs (``SHARPEN``); ``mixtures`` rounds of two-clip mixtures of
-    ``X`` (see :func:`_mixtures`) are added to the clips. Returns the network (in eval mode, on the
+    ``X`` (see :func:`_mixtures`) are added to the clips; ``read_hidden``: the network also reads
+    the interpreter's hidden representation (``GateNet``'s ``context_channels``). Returns the network (in eval mode, on the
     CPU) and the mean loss and seconds of each epoch.
     """
     from .hooks import frozen
 
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
-    waves, H, z, scores = training_rows(interpreter, X, mixtures, rng)
+    waves, H, z, scores, hidden_rep = training_rows(interpreter, X, mixtures, rng, read_hidden)
     decided = scores.argmax(-1)
     W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
     theta = interpreter.module_.theta.weight.detach()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        net = GateNet(W.shape[1], hidden)
+        channels = hidden_rep.shape[1] if read_hidden else 0
+        net = GateNet(W.shape[1], hidden, context_channels=channels)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     n = len(waves)
     steps = epochs * -(-n // batch_size)
@@ -182,7 +227,9 @@ def fit_gates(
                 scores[idx],
             )
             with frozen(interpreter.classifier), torch.enable_grad():
-                gates = torch.sigmoid(net(H[idx], z[idx], theta, decided[idx]) * sharp)
+                context = hidden_rep[idx] if read_hidden else None
+                logits = net(H[idx], z[idx], theta, decided[idx], context)
+                gates = torch.sigmoid(logits * sharp)
                 loss = objective(soft_mask(W, H[idx], gates)).mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(

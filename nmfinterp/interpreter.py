@@ -910,6 +910,7 @@ class InterpreterEstimator(BaseEstimator):
         lr: float = 1e-3,
         hidden: int = 64,
         mixtures: int = 2,
+        read_hidden: bool = True,
         energy_penalty: float | None = None,
         contrast_penalty: float = 0.0,
     ):
@@ -934,6 +935,12 @@ class InterpreterEstimator(BaseEstimator):
         mixtures : int, default=2
             Rounds of mixtures: each clip plus one clip of another (classifier) class, the other at
             -12..0 dB, so that the gates also learn to drop an interfering source.
+        read_hidden : bool, default=True
+            The network also reads the interpreter's hidden representation of the clip (the
+            classifier's layers as Ψ's decoder reads them), not only H, Θ and the selection. On
+            ESC-10 it kept the classifier's decision on more held-out clips (docs/method.md,
+            "Amortised gates"); ``explain`` computes that representation anyway, so it adds one
+            1x1 convolution per explanation. False: the network of nmfinterp before it.
         energy_penalty : float or None
             The objective's energy term; ``None``: ``explain``'s default.
         contrast_penalty : float, default=0.0
@@ -959,6 +966,8 @@ class InterpreterEstimator(BaseEstimator):
                 raise ValueError(f"{name}={value!r}; expected an integer >= {low}.")
         if not isinstance(lr, Real) or not lr > 0:
             raise ValueError(f"lr={lr!r}; expected a positive number.")
+        if not isinstance(read_hidden, bool | np.bool_):
+            raise ValueError(f"read_hidden={read_hidden!r}; expected True or False.")
         energy_penalty = ENERGY_PENALTY if energy_penalty is None else energy_penalty
         if not isinstance(energy_penalty, Real) or not energy_penalty >= 0:
             raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
@@ -974,6 +983,7 @@ class InterpreterEstimator(BaseEstimator):
                 lr=lr,
                 hidden=hidden,
                 mixtures=mixtures,
+                read_hidden=bool(read_hidden),
                 energy_penalty=energy_penalty,
                 contrast_penalty=contrast_penalty,
                 random_state=self.random_state,

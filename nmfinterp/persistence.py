@@ -160,6 +160,7 @@ class _Writer:
                     "hidden": value.hidden,
                     "width": value.width,
                     "bottleneck": value.bottleneck,
+                    "context_channels": value.context_channels,
                 }
             return {"__module__": prefix}
         if isinstance(value, np.ndarray) and value.dtype != object:
@@ -429,6 +430,13 @@ def _module(est, prefix, tensors, path) -> InterpreterNet:
 
 
 def _gates(est, spec: dict, tensors, path) -> GateNet:
-    # files saved before the 1x1 mixing layer existed have no "bottleneck": their network had none
-    net = GateNet(est.n_components_, spec["hidden"], spec["width"], spec.get("bottleneck", False))
+    # files saved before the 1x1 mixing layer existed have no "bottleneck": their network had none;
+    # files saved before the hidden representation was an input have no "context_channels"
+    net = GateNet(
+        est.n_components_,
+        spec["hidden"],
+        spec["width"],
+        spec.get("bottleneck", False),
+        spec.get("context_channels", 0),
+    )
     return _load_state(net, spec["__gates__"], tensors, path, "the gate network")

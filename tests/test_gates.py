@@ -119,17 +119,20 @@ def test_gate_networks_saved_before_the_bottleneck_still_load(tmp_path):
     path = save(pipe, tmp_path / "p.safetensors")
     with safe_open(path, "pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    text = json.dumps(json.loads(meta["config"])).replace(', "bottleneck": false', "")
-    assert "bottleneck" not in text  # as an earlier nmfinterp wrote it
+    text = json.dumps(json.loads(meta["config"]))
+    text = text.replace(', "bottleneck": false', "").replace(', "context_channels": 0', "")
+    assert "bottleneck" not in text and "context_channels" not in text  # as nmfinterp wrote it
     save_file(tensors, tmp_path / "old.safetensors", metadata={**meta, "config": text})
     loaded = load(tmp_path / "old.safetensors", classifier=clf)
     assert loaded[-1].gate_module_.bottleneck is False
     np.testing.assert_allclose(np.asarray(explain(loaded, x_test, amortised=True)), before)
     # and a pickle of it, made before the attribute existed, unpickles as it
-    del it.gate_module_.bottleneck
+    del it.gate_module_.bottleneck, it.gate_module_.context_channels
+    del it.gate_module_._modules["context"]
     joblib.dump(pipe, tmp_path / "old.joblib")
     again = joblib.load(tmp_path / "old.joblib")
     assert again[-1].gate_module_.bottleneck is False
+    assert again[-1].gate_module_.context_channels == 0 and again[-1].gate_module_.context is None
     np.testing.assert_allclose(np.asarray(explain(again, x_test, amortised=True)), before)
 
 
@@ -161,6 +164,7 @@ def test_bad_amortised_calls_are_named(gated, kwargs, word):
         ({"hidden": 0}, "hidden"),
         ({"mixtures": -1}, "mixtures"),
         ({"lr": 0}, "lr"),
+        ({"read_hidden": "yes"}, "read_hidden"),
         ({"energy_penalty": -1.0}, "energy_penalty"),
         ({"contrast_penalty": -1.0}, "contrast_penalty"),
         ({"contrast_penalty": "1"}, "contrast_penalty"),
@@ -202,8 +206,14 @@ def test_training_rows_are_the_clips_then_mixtures_of_them(gated):
 
     _, x_train, _, _ = small_setup()
     it = gated[-1]
-    waves, H, z, scores = training_rows(it, x_train, 2, np.random.default_rng(0))
+    waves, H, z, scores, hidden_rows = training_rows(
+        it, x_train, 2, np.random.default_rng(0), context=True
+    )
     n = len(x_train)
+    plain = training_rows(it, x_train, 2, np.random.default_rng(0))
+    assert plain[-1] is None  # no hidden representation unless asked
+    for a, b in zip(plain[:-1], (waves, H, z, scores), strict=True):
+        torch.testing.assert_close(a, b)
     mixed = _mixtures(x_train, scores[:n].argmax(-1).numpy(), 2, np.random.default_rng(0))
     assert len(waves) == len(H) == len(z) == len(scores) == n + len(mixed)
     np.testing.assert_array_equal(waves[:n].numpy(), x_train.astype(np.float32))
@@ -215,3 +225,36 @@ def test_training_rows_are_the_clips_then_mixtures_of_them(gated):
         hidden = it.module_.hidden(feats, H.shape[-1])
         assert hidden.shape[0] == n and hidden.shape[-1] == H.shape[-1]
         np.testing.assert_allclose(it.module_.decoder(hidden).numpy(), H[:n].numpy(), atol=1e-6)
+        # and the rows carry it, mixtures included (each row's representation gives its H)
+        assert len(hidden_rows) == len(H)
+        torch.testing.assert_close(hidden_rows[:n], hidden, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(it.module_.decoder(hidden_rows), H, rtol=1e-5, atol=1e-6)
+
+
+def test_the_gate_network_reads_the_hidden_representation_by_default(gated):
+    """fit_gates' network reads InterpreterNet.hidden (one channel per channel of it) and its
+    gates depend on it; read_hidden=False trains the network without it."""
+    _, x_train, _, x_test = small_setup()
+    it = gated[-1]
+    net = it.gate_module_
+    feats, _ = it._extract(x_test)
+    T = it.spectrogram_._n_frames(x_test.shape[-1])
+    with torch.no_grad():
+        hidden = it.module_.hidden(feats, T)
+        H = it.module_.decoder(hidden)
+        z, theta = it.module_.pool(H), it.module_.theta.weight
+        cls = torch.zeros(len(x_test), dtype=torch.long)
+        assert net.context_channels == hidden.shape[1]
+        assert net.context.weight.abs().max() > 0  # trained away from its zero start
+        logits = net(H, z, theta, cls, hidden)
+        assert not torch.allclose(logits, net(H, z, theta, cls, torch.zeros_like(hidden)))
+    with pytest.raises(ValueError, match="hidden representation"):
+        net(H, z, theta, cls)
+    state = it.gate_module_, it.gate_history_
+    try:
+        it.fit_gates(x_train, epochs=2, hidden=8, mixtures=0, read_hidden=False)
+        assert it.gate_module_.context_channels == 0 and it.gate_module_.context is None
+        ex = explain(gated, x_test, amortised=True)
+        np.testing.assert_allclose(np.asarray(ex) + np.asarray(ex.residuals), x_test, atol=1e-5)
+    finally:
+        it.gate_module_, it.gate_history_ = state
