@@ -3,9 +3,9 @@
     python benchmarks/gates_study.py [--data DIR] [--train-folds 1 2 3] [--test-fold 4]
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
-``explain(..., amortised=True)`` meets the cost target (about 1.5x the classifier plus STFT) but
-not clean AI >= 60, so the refinement (20 gradient steps through the classifier, over 100x) stays
-the default. This asks why, on the benchmark's classifier and pipeline (``nmfinterp/benchmark.py``'s
+``explain(..., amortised=True)`` costs about 1.5x the classifier plus STFT, and its gates are less
+faithful than those of the refinement (20 gradient steps through the classifier, over 100x), which
+stays the default. This asks why, on the benchmark's classifier and pipeline (``nmfinterp/benchmark.py``'s
 full settings, seed 0):
 
 1. Is it generalisation? The gates are scored on the training clips they learned from as well as
