@@ -319,7 +319,11 @@ def render(
             if key not in e:
                 return None
             t = e.get("turn_ratios", {}).get(turns)
-            text = f"{e[key]:.2f}" + (f" (turns {t['min']:.2f}–{t['max']:.2f})" if t else "")
+            text = f"{e[key]:.2f}" + (
+                f" (turn by turn: median {t['median']:.2f}, {t['min']:.2f}–{t['max']:.2f})"
+                if t
+                else ""
+            )
             return text, (e[key] <= target if op == "<=" else e[key] >= target)
 
         def word(ok: bool) -> str:
