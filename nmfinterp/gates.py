@@ -191,9 +191,9 @@ def fit_gates(
     The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
     decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``), with
     soft gates sharpened over the epochs (``SHARPEN``); ``mixtures`` rounds of two-clip mixtures of
-    ``X`` (see :func:`_mixtures`) are added to the clips; ``read_hidden``: the network also reads
-    the interpreter's hidden representation (``GateNet``'s ``context_channels``). Returns the network (in eval mode, on the
-    CPU) and the mean loss and seconds of each epoch.
+    ``X`` (see :func:`_mixtures`) are added to the clips; with ``read_hidden`` the network also
+    reads the interpreter's hidden representation (``GateNet``'s ``context_channels``). Returns
+    the network (in eval mode, on the CPU) and the mean loss and seconds of each epoch.
     """
     from .hooks import frozen
 
