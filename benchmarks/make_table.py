@@ -189,8 +189,8 @@ def gates_lines(study: dict) -> list[str]:
         "",
         "## Why the amortised gates are not the default",
         "",
-        "The gate network (`fit_gates`, for `explain(..., amortised=True)`) meets the cost target "
-        "but not clean AI. From `benchmarks/results/gates_study.json` (`python "
+        "The gate network (`fit_gates`, for `explain(..., amortised=True)`) costs about what "
+        "`refine_steps=0` does, and its gates are less faithful than the refinement's. From `benchmarks/results/gates_study.json` (`python "
         f"benchmarks/gates_study.py`, commit `{study['commit']}`; the same classifier, "
         f"accuracy {study['classifier_accuracy']:.3f}): the objective `fit_gates` lowers "
         f"(lower is better), with hard gates, over {study['n_training_rows']} training rows like its "
