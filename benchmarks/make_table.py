@@ -174,6 +174,8 @@ def gates_lines(study: dict) -> list[str]:
         ("test clean", "FF"),
         ("test clean", "AI"),
         ("test clean", "AD"),
+        ("test clean", "mask_mean"),
+        ("test mix_equal", "mask_mean"),
         ("test mix_equal", "energy_share"),
         ("test mix_equal", "si_sdr_gap"),
     ]

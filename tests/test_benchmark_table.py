@@ -72,9 +72,16 @@ def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
         "train clean": {"AI": {"mean": 31.25, "ci95": [20.0, 42.5]}},
         "test clean": {
             m: {"mean": v, "ci95": [v - 1, v + 1]}
-            for m, v in (("Fid-In", 0.99), ("FF", 0.68), ("AI", 33.75), ("AD", 2.3))
+            for m, v in (
+                ("Fid-In", 0.99),
+                ("FF", 0.68),
+                ("AI", 33.75),
+                ("AD", 2.3),
+                ("mask_mean", 0.7),
+            )
         },
         "test mix_equal": {
+            "mask_mean": {"mean": 0.84, "ci95": [0.82, 0.86]},
             "energy_share": {"mean": 0.62, "ci95": [0.58, 0.66]},
             "si_sdr_gap": {"mean": 6.21, "ci95": [3.4, 9.0]},
         },
@@ -102,6 +109,8 @@ def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
         "0.68 [-0.32, 1.68]",
         "34 [33, 35]",
         "2 [1, 3]",
+        "0.70 [-0.30, 1.70]",
+        "0.84 [0.82, 0.86]",
         "0.62 [0.58, 0.66]",
         "6.2 [3.4, 9.0] |",
     ]
