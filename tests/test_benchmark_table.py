@@ -143,3 +143,47 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     # saved before `settings` existed: the default alone
     del sweep["settings"]
     assert "(the default at that commit: 1)" in "\n".join(make_table.sweep_lines(sweep, {}))
+
+
+def test_another_split_shows_its_command_targets_and_seeds(make_table):
+    entry = {"mean": 0.75, "ci95": [0.72, 0.79]}
+    split = {
+        "settings": {
+            "train_folds": [1, 2, 4],
+            "test_fold": 3,
+            "methods": ["nmfinterp", "all components"],
+            "skip": ["silero", "cost"],
+            "quick": False,
+        },
+        "classifier": {"model": "LogMelCNN", "accuracy": 0.875},
+        "interpreters": {"nmfinterp": {"fidelity_top1": 0.85}, "constant": {"fidelity_top1": 0.9}},
+        "results": {"mix_equal": {"nmfinterp": {"energy_share": entry}}},
+        "commit": "abc1234",
+        "total_seconds": 360.0,
+    }
+    seeds = {
+        "seeds": [0, 1],
+        "train_folds": [1, 2, 4],
+        "test_fold": 3,
+        "classifier_accuracy": 0.875,
+        "commit": "def5678",
+        "summary": {},
+    }
+    lines = make_table.split_lines(split, "esc10_test_fold3", seeds)
+    text = "\n".join(lines)
+    assert "## Another split: trained on folds [1, 2, 4], tested on fold 3" in text
+    assert (
+        '`python benchmarks/esc10.py --train-folds 1 2 4 --test-fold 3 --methods "nmfinterp" '
+        '"all components" --skip silero cost --name esc10_test_fold3`, commit `abc1234`, 6 min'
+    ) in text
+    assert "top-1 fidelity 0.850 (L2I's constant learning rate: 0.900)" in text
+    rows = {tuple(r.split(" | ")[:2]): r for r in lines if r.startswith("| ")}
+    assert "| 0.75 [0.72, 0.79] | **no** |" in rows[("| mix_equal", "energy_share")]
+    assert "| – | not measured |" in rows[("| clean", "Fid-In")]  # a row that did not run
+    assert "| 0.850 | **no** |" in rows[("| clean", "top-1 fidelity")]
+    assert (
+        "`benchmarks/results/fidelity_seeds_test_fold3.json` (`python benchmarks/fidelity_seeds.py "
+        "--train-folds 1 2 4 --test-fold 3 --out benchmarks/results/fidelity_seeds_test_fold3.json`"
+    ) in text
+    # no seeds on that split: no seeds section
+    assert "Top-1 fidelity over" not in "\n".join(make_table.split_lines(split, "x"))
