@@ -257,6 +257,15 @@ def target_lines(res: dict) -> list[str]:
     return lines
 
 
+def l2i_training(res: dict) -> str:
+    """How the "constant" interpreter (L2I's training) differs from the defaults, in their params."""
+    ours, l2i = (res["interpreters"][k].get("params", {}) for k in ("nmfinterp", "constant"))
+    diff = {k: v for k, v in l2i.items() if ours.get(k) != v}
+    if not diff:  # results from before params were saved: only the schedule differed
+        diff = {"lr_schedule": "constant"}
+    return ", ".join(f"{k}={v!r}".replace("'", '"') for k, v in sorted(diff.items()))
+
+
 def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
     """The targets on another split of the data, from ``benchmarks/esc10.py --name name``'s JSON
     (and ``fidelity_seeds.py``'s on the same split, when there is one)."""
@@ -276,7 +285,11 @@ def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
         f"({clf['model']}, trained on these folds) scores fold-{s['test_fold']} accuracy "
         f"{clf['accuracy']:.3f}; the defaults' interpreter, top-1 fidelity "
         f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}"
-        + (f" (L2I's constant learning rate: {constant['fidelity_top1']:.3f})" if constant else "")
+        + (
+            f" (L2I's training, {l2i_training(res)}: {constant['fidelity_top1']:.3f})"
+            if constant
+            else ""
+        )
         + ". Only the rows named in the command ran; the others show –.",
         "",
         *target_lines(res),
@@ -325,7 +338,7 @@ def render(
         label = {
             "nmfinterp": "nmfinterp defaults",
             "faithful": "faithfulness=1",
-            "constant": 'lr_schedule="constant" (L2I\'s training)',
+            "constant": f"{l2i_training(res)} (L2I's training)",
         }.get(key, key)
         lines.append(
             f"| {label} | {r['n_components']} | {r['fidelity_top1']:.3f} | {r['fit_seconds']:.0f} | "

@@ -176,7 +176,8 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
         '`python benchmarks/esc10.py --train-folds 1 2 4 --test-fold 3 --methods "nmfinterp" '
         '"all components" --skip silero cost --name esc10_test_fold3`, commit `abc1234`, 6 min'
     ) in text
-    assert "top-1 fidelity 0.850 (L2I's constant learning rate: 0.900)" in text
+    # saved before the params were: only the schedule differed
+    assert 'top-1 fidelity 0.850 (L2I\'s training, lr_schedule="constant": 0.900)' in text
     rows = {tuple(r.split(" | ")[:2]): r for r in lines if r.startswith("| ")}
     assert "| 0.75 [0.72, 0.79] | **no** |" in rows[("| mix_equal", "energy_share")]
     assert "| – | not measured |" in rows[("| clean", "Fid-In")]  # a row that did not run
@@ -187,3 +188,14 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
     ) in text
     # no seeds on that split: no seeds section
     assert "Top-1 fidelity over" not in "\n".join(make_table.split_lines(split, "x"))
+    # with params saved, every one that differs from the defaults' is named
+    ours = {"lr_schedule": "cosine", "weight_decay": 0.01, "hidden": 32}
+    split["interpreters"]["nmfinterp"]["params"] = ours
+    split["interpreters"]["constant"]["params"] = {
+        **ours,
+        "lr_schedule": "constant",
+        "weight_decay": 0.0,
+    }
+    assert make_table.l2i_training(split) == 'lr_schedule="constant", weight_decay=0.0'
+    text = "\n".join(make_table.split_lines(split, "x"))
+    assert '(L2I\'s training, lr_schedule="constant", weight_decay=0.0: 0.900)' in text
