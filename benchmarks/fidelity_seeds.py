@@ -76,6 +76,10 @@ def main(argv=None) -> int:
             _log(
                 f"seed {seed} {name}: fidelity {fidelity[name][-1]:.4f} ({seconds[name][-1]:.0f} s)"
             )
+    # what "defaults" meant here, for each parameter a setting changes (defaults change over time)
+    varied = sorted({k for params in SETTINGS.values() for k in params})
+    interp = build_pipeline(clf, args.sr, FULL["n_components"])[-1].get_params()
+    defaults_params = {k: interp[k] for k in varied}
     base = np.array(fidelity["defaults"])
     summary = {}
     for name, values in fidelity.items():
@@ -104,6 +108,7 @@ def main(argv=None) -> int:
         "n_components": FULL["n_components"],
         "seeds": list(range(args.seeds)),
         "settings": SETTINGS,
+        "defaults_params": defaults_params,
         "fidelity": fidelity,
         "fit_seconds": seconds,
         "summary": summary,

@@ -5,6 +5,7 @@ python benchmarks/make_table.py [benchmarks/results/esc10.json] [docs/benchmarks
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from nmfinterp import InterpreterEstimator  # noqa: E402
 from nmfinterp.benchmark import METHODS  # noqa: E402
 
 # (condition, metric, comparison, target): issue 4's targets for nmfinterp
@@ -81,6 +83,26 @@ def table(rows: dict, cols, first: str = "method") -> list[str]:
     return lines
 
 
+def seed_row_label(seeds: dict, name: str) -> str:
+    """A row of fidelity_seeds.py's table: "defaults" says what they were when the JSON was written
+    (saved as ``defaults_params``; before that, only the commit), and in a JSON without them, a
+    setting that is today's default says so."""
+    known = seeds.get("defaults_params")
+    if name == "defaults":
+        if known is None:
+            return f"defaults at `{seeds['commit']}`"
+        return "defaults (" + ", ".join(f"{k}={v!r}" for k, v in known.items()) + ")"
+    params = seeds.get("settings", {}).get(name)
+    today = inspect.signature(InterpreterEstimator).parameters
+    if (
+        known is None
+        and params
+        and all(k in today and today[k].default == v for k, v in params.items())
+    ):
+        return f"{name} (today's default)"
+    return name
+
+
 def seed_lines(seeds: dict, name: str = "fidelity_seeds") -> list[str]:
     """The fidelity-over-seeds section, from benchmarks/fidelity_seeds.py's JSON (``name``.json)."""
     n = len(seeds["seeds"])
@@ -103,7 +125,7 @@ def seed_lines(seeds: dict, name: str = "fidelity_seeds") -> list[str]:
     for name, r in seeds["summary"].items():
         vs = "–" if name == "defaults" else f"{r['defaults_higher']} / {r['defaults_lower']}"
         lines.append(
-            f"| {name} | {r['mean']:.3f} | {r['std']:.3f} | {r['min']:.3f} | {r['max']:.3f} | "
+            f"| {seed_row_label(seeds, name)} | {r['mean']:.3f} | {r['std']:.3f} | {r['min']:.3f} | {r['max']:.3f} | "
             f"{vs} | {r['mean_fit_seconds']:.0f} |"
         )
     return lines

@@ -199,3 +199,32 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
     assert make_table.l2i_training(split) == 'lr_schedule="constant", weight_decay=0.0'
     text = "\n".join(make_table.split_lines(split, "x"))
     assert '(L2I\'s training, lr_schedule="constant", weight_decay=0.0: 0.900)' in text
+
+
+def test_seed_rows_say_what_the_defaults_were(make_table):
+    row = {
+        "mean": 0.9,
+        "std": 0.01,
+        "min": 0.88,
+        "max": 0.92,
+        "defaults_higher": 1,
+        "defaults_lower": 2,
+        "mean_fit_seconds": 30.0,
+    }
+    from nmfinterp import InterpreterEstimator
+
+    today = InterpreterEstimator(None).get_params()["weight_decay"]
+    seeds = {
+        "seeds": [0, 1],
+        "test_fold": 4,
+        "classifier_accuracy": 0.9,
+        "commit": "abc1234",
+        "settings": {"defaults": {}, "wd": {"weight_decay": today}, "h": {"hidden": 999}},
+        "summary": {"defaults": row, "wd": row, "h": row},
+    }
+    labels = [r.split(" | ")[0] for r in make_table.seed_lines(seeds) if r.startswith("| ")][1:]
+    # written before defaults_params were saved: the commit, and which row is today's default
+    assert labels == ["| defaults at `abc1234`", "| wd (today's default)", "| h"]
+    seeds["defaults_params"] = {"hidden": 32, "weight_decay": 0.0}
+    labels = [r.split(" | ")[0] for r in make_table.seed_lines(seeds) if r.startswith("| ")][1:]
+    assert labels == ["| defaults (hidden=32, weight_decay=0.0)", "| wd", "| h"]
