@@ -1,6 +1,7 @@
 """The scikit-learn experience end to end on synthetic sounds: Pipeline, explain, clone, grid search, joblib."""
 
 import copy
+import warnings
 
 import joblib
 import numpy as np
@@ -108,6 +109,27 @@ def test_lr_schedule_refuses_unknown_names(setup):
     clf, train, _, y_train, _ = setup
     with pytest.raises(ValueError, match="lr_schedule"):
         make_pipe(clf, epochs=1, lr_schedule="linear").fit(train.waveforms, y_train)
+
+
+def test_fit_warns_when_the_interpreter_does_not_mimic_its_training_clips(setup):
+    clf, train, _, y_train, _ = setup
+    # one epoch of 4 steps leaves it far from the classifier: the warning names what to change
+    with pytest.warns(
+        UserWarning,
+        match=r"on only \d+% of its training clips after 1 epoch.*"
+        r"4 optimiser step\(s\) an epoch: 52 clips in batches of 16.*more epochs",
+    ):
+        pipe = make_pipe(clf, epochs=1, faithfulness=0.0).fit(train.waveforms, y_train)
+    interp = pipe[-1]
+    assert interp.history_[-1]["fidelity"] < 0.9
+    # the same check, at and below the threshold, on the last epoch's agreement
+    interp.history_[-1]["fidelity"] = 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        interp._warn_if_undertrained(52)
+    interp.history_[-1]["fidelity"] = 0.89
+    with pytest.warns(UserWarning, match="89%"):
+        interp._warn_if_undertrained(52)
 
 
 @pytest.mark.parametrize("n_bins", [40, 6])  # K=8 < F: the expanded form; K >= F: direct
