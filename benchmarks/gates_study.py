@@ -196,6 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gates_study.json"))
     args = p.parse_args(argv)
     t_start = time.perf_counter()
+    commit = _git_commit()  # before any work: the code the study ran
     ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     if args.max_train is not None:
         train = train.subset(np.arange(min(args.max_train, len(train))))
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
     results = {
         "command": "python benchmarks/gates_study.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": _git_commit(),
+        "commit": commit,
         "classifier_accuracy": accuracy,
         "n_training_rows": len(study.H),
         "seconds": {"fit_gates": gate_seconds, "refine_training_rows": refine_seconds},

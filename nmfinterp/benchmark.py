@@ -973,6 +973,7 @@ def main(argv=None) -> int:
         cfg["epochs"] = args.epochs
         cfg["faithfulness_epochs"] = max(1, args.epochs // 3)
     t_start = time.perf_counter()
+    commit = _git_commit()  # before any work: the code the run ran, not what changed meanwhile
 
     ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     if cfg["max_train"] is not None and len(train) > cfg["max_train"]:
@@ -1036,7 +1037,7 @@ def main(argv=None) -> int:
             }
             for key in pipes
         },
-        "commit": _git_commit(),
+        "commit": commit,
         "machine": {
             "cpu_threads": torch.get_num_threads(),
             "python": platform.python_version(),
