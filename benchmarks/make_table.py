@@ -5,7 +5,6 @@ python benchmarks/make_table.py [benchmarks/results/esc10.json] [docs/benchmarks
 
 from __future__ import annotations
 
-import inspect
 import json
 import shlex
 import sys
@@ -93,12 +92,8 @@ def seed_row_label(seeds: dict, name: str) -> str:
             return f"defaults at `{seeds['commit']}`"
         return "defaults (" + ", ".join(f"{k}={v!r}" for k, v in known.items()) + ")"
     params = seeds.get("settings", {}).get(name)
-    today = inspect.signature(InterpreterEstimator).parameters
-    if (
-        known is None
-        and params
-        and all(k in today and today[k].default == v for k, v in params.items())
-    ):
+    today = InterpreterEstimator(None).get_params()
+    if known is None and params and all(k in today and today[k] == v for k, v in params.items()):
         return f"{name} (today's default)"
     return name
 
