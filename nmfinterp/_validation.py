@@ -14,6 +14,24 @@ import numpy as np
 from scipy.sparse import issparse
 from sklearn.utils import check_array
 
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the calling function that points at the user's
+    line: the first frame outside nmfinterp and scikit-learn (a ``Pipeline.fit`` call as well as a
+    direct ``fit``), whatever the depth of the calls in between."""
+    import sys
+
+    import sklearn
+
+    inside = tuple(
+        os.path.dirname(m.__file__) + os.sep for m in (sys.modules[__package__], sklearn)
+    )
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 _PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
 

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import check_allocation, check_outputs, check_waveforms
+from ._validation import check_allocation, check_outputs, check_waveforms, user_stacklevel
 from .dictionary import NMFDictionary
 from .features import is_audio_features
 from .hooks import classifier_device, frozen, resolve_layers, run_with_hooks
@@ -692,7 +692,7 @@ class InterpreterEstimator(BaseEstimator):
             "and fit again), or with a larger lr or a smaller batch_size; if it stays low, the "
             "chosen layers may not carry the decision (try others).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
     def _class_usage(self, store, probs, n_frames: int) -> np.ndarray:
@@ -763,7 +763,7 @@ class InterpreterEstimator(BaseEstimator):
                 "its state after the last completed epoch and is usable; fit again with "
                 "warm_start=True to continue.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         except FloatingPointError:
             net.load_state_dict(last_good)

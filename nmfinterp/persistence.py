@@ -26,6 +26,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
+from ._validation import user_stacklevel
 from .dictionary import NMFDictionary
 from .gates import GateNet
 from .interpreter import InterpreterEstimator, InterpreterNet
@@ -88,7 +89,7 @@ def _check_classifier(classifier, expected: dict, path) -> None:
             "(or batch-norm statistics): the interpreter was trained on another state of it, so "
             "its explanations may not hold for this one.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 

@@ -118,10 +118,15 @@ def test_fit_warns_when_the_interpreter_does_not_mimic_its_training_clips(setup)
         UserWarning,
         match=r"on only \d+% of its training clips after 1 epoch.*"
         r"4 optimiser step\(s\) an epoch: 52 clips in batches of 16.*more epochs",
-    ):
+    ) as caught:
         pipe = make_pipe(clf, epochs=1, faithfulness=0.0).fit(train.waveforms, y_train)
     interp = pipe[-1]
     assert interp.history_[-1]["fidelity"] < 0.9
+    # it points at the user's line (here), through Pipeline.fit as through a direct fit
+    assert {w.filename for w in caught if "optimiser step" in str(w.message)} == {__file__}
+    with pytest.warns(UserWarning, match="optimiser step") as caught:
+        interp.fit(pipe[:-1].transform(train.waveforms), y_train)
+    assert {w.filename for w in caught if "optimiser step" in str(w.message)} == {__file__}
     # the same check, at and below the threshold, on the last epoch's agreement
     interp.history_[-1]["fidelity"] = 0.9
     with warnings.catch_warnings():
