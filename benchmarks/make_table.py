@@ -240,6 +240,59 @@ def gates_lines(study: dict) -> list[str]:
     return lines
 
 
+def device_lines(dev: dict) -> list[str]:
+    """The ``device`` parameter on an accelerator against the same machine's CPU, from
+    benchmarks/device.py's JSON."""
+    d, c, served = dev["on_device"], dev["on_cpu"], dev["served_on_cpu"]
+    lines = [
+        "",
+        f"## On a GPU ({dev['device_name']}) and served on a CPU",
+        "",
+        f"From `benchmarks/results/device.json` (`python benchmarks/device.py`, commit "
+        f"`{dev['commit']}`, torch {dev['torch']}, {dev['cpu_count']} CPU cores on the same "
+        f"machine): the benchmark's classifier trained on the GPU in "
+        f"{dev['classifier_train_seconds']:.0f} s (fold-{dev['test_fold']} accuracy "
+        f"{dev['classifier_accuracy']:.3f}), then the pipeline fitted with seed 0 twice, with "
+        f"the classifier and `device=` on the GPU and on the CPU; `fit_gates` ran "
+        f"{d['gate_epochs']} epochs (its default is 30) and the explain times are for the "
+        f"{dev['n_test']} test clips.",
+        "",
+        "| | GPU | CPU | CPU / GPU |",
+        "|---|---|---|---|",
+    ]
+    for key, name, fmt in [
+        ("dictionary_fit_seconds", "dictionary fit, s (STFT and NMF run on the CPU)", ".1f"),
+        ("interpreter_fit_seconds", "interpreter fit, s", ".1f"),
+        ("fidelity", "top-1 fidelity on the test fold", ".3f"),
+        ("fit_gates_seconds", "`fit_gates`, s", ".1f"),
+        ("explain_seconds", "explain (refined, the default), s", ".2f"),
+        ("explain_amortised_seconds", "explain (`amortised=True`), s", ".2f"),
+    ]:
+        ratio = "" if key == "fidelity" else f"{c[key] / d[key]:.1f}x"
+        lines.append(f"| {name} | {d[key]:{fmt}} | {c[key]:{fmt}} | {ratio} |")
+    lines += [
+        "",
+        "The GPU-fitted pipeline saved and loaded with the CPU classifier predicts within "
+        f"{served['predict_proba_max_abs_diff']:.0e} of the GPU's probabilities. Its explanations "
+        "on the CPU against the GPU's (relative L2 difference per clip), the change that noise of "
+        "1e-6 of each clip's peak makes to them on the CPU alone, and their faithfulness by the "
+        "classifier on each device:",
+        "",
+        "| explain | CPU vs GPU: median [max] | 1e-6 noise: median [max] | Fid-In GPU / CPU "
+        "| FF GPU / CPU | AD GPU / CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, cmp in served["explanations"].items():
+        r, n = cmp["relative_difference"], cmp["noise_1e-6_relative_difference"]
+        g, h = cmp["device"], cmp["cpu"]
+        lines.append(
+            f"| {mode} | {r['median']:.1e} [{r['max']:.1e}] | {n['median']:.1e} [{n['max']:.1e}] "
+            f"| {g['Fid-In']:.2f} / {h['Fid-In']:.2f} | {g['FF']:.2f} / {h['FF']:.2f} "
+            f"| {g['AD']:.1f} / {h['AD']:.1f} |"
+        )
+    return lines
+
+
 def target_lines(res: dict) -> list[str]:
     """The targets table of nmfinterp's defaults in one run (``–`` where a row was not run)."""
     lines = [
@@ -323,6 +376,7 @@ def render(
     sweeps: list[dict] = (),
     gates_study: dict | None = None,
     splits: list[tuple[dict, str, dict | None]] = (),
+    device: dict | None = None,
 ) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
@@ -553,6 +607,8 @@ def render(
         lines += sweep_lines(sweep, res["conditions"])
     if gates_study is not None and not s["quick"]:
         lines += gates_lines(gates_study)
+    if device is not None and not s["quick"]:
+        lines += device_lines(device)
     return "\n".join(lines)
 
 
@@ -602,7 +658,9 @@ def main(argv=None):
         (json.loads(p.read_text()), p.stem, _saved(p.stem.replace("esc10_", "fidelity_seeds_")))
         for p in sorted((ROOT / "benchmarks" / "results").glob("esc10_test_fold*.json"))
     ]
-    dst.write_text(render(res, " + ".join(rel), seeds, sweeps, _saved("gates_study"), splits))
+    dst.write_text(
+        render(res, " + ".join(rel), seeds, sweeps, _saved("gates_study"), splits, _saved("device"))
+    )
     print(f"wrote {dst}")
 
 
