@@ -228,3 +228,17 @@ def test_seed_rows_say_what_the_defaults_were(make_table):
     seeds["defaults_params"] = {"hidden": 32, "weight_decay": 0.0}
     labels = [r.split(" | ")[0] for r in make_table.seed_lines(seeds) if r.startswith("| ")][1:]
     assert labels == ["| defaults (hidden=32, weight_decay=0.0)", "| wd", "| h"]
+
+
+def test_the_gpu_section_divides_cpu_by_gpu_and_lists_every_explain_mode(make_table):
+    if not (RESULTS / "device.json").exists():
+        pytest.skip("no saved device results")
+    dev = json.loads((RESULTS / "device.json").read_text())
+    dev["on_device"]["explain_seconds"], dev["on_cpu"]["explain_seconds"] = 2.0, 9.0
+    text = "\n".join(make_table.device_lines(dev))
+    assert f"## On a GPU ({dev['device_name']})" in text
+    assert "| explain (refined, the default), s | 2.00 | 9.00 | 4.5x |" in text
+    modes = [line.split(" | ")[0][2:] for line in text.splitlines() if "] | " in line]
+    assert modes == list(dev["served_on_cpu"]["explanations"])
+    median = dev["served_on_cpu"]["explanations"]["refined (default)"]["relative_difference"]
+    assert f"the GPU against the CPU by {median['median']:.0%}" in text
