@@ -238,7 +238,8 @@ def test_the_gpu_section_divides_cpu_by_gpu_and_lists_every_explain_mode(make_ta
     text = "\n".join(make_table.device_lines(dev))
     assert f"## On a GPU ({dev['device_name']})" in text
     assert "| explain (refined, the default), s | 2.00 | 9.00 | 4.5x |" in text
-    modes = [line.split(" | ")[0][2:] for line in text.splitlines() if "] | " in line]
+    rows = [line for line in text.splitlines() if "] | " in line][1:]  # after the header
+    modes = [row.split(" | ")[0][2:] for row in rows]
     assert modes == list(dev["served_on_cpu"]["explanations"])
     median = dev["served_on_cpu"]["explanations"]["refined (default)"]["relative_difference"]
     assert f"the GPU against the CPU by {median['median']:.0%}" in text
