@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import sys
@@ -40,6 +39,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     _log,
     add_split_arguments,
     load_split,
+    save_results,
 )
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier  # noqa: E402
 from nmfinterp.demo import build_pipeline  # noqa: E402
@@ -244,10 +244,7 @@ def main(argv=None) -> int:
         f"fit {out['fit_speedup']:.2f}x and explain {out['explain_speedup']:.2f}x faster on "
         f"{out['device_name']} than on {out['cpu_count']} CPU cores"
     )
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    _log(f"raw results: {path} ({out['total_seconds']:.0f} s in all)")
+    save_results(out, args.out)
     return 0
 
 

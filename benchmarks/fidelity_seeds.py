@@ -19,7 +19,6 @@ initialisation).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     _log,
     add_split_arguments,
     load_split,
+    save_results,
     train_benchmark_classifier,
 )
 from nmfinterp.demo import build_pipeline  # noqa: E402
@@ -116,10 +116,7 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
         "total_seconds": time.perf_counter() - t_start,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    _log(f"raw results: {path} ({out['total_seconds']:.0f} s in all)")
+    save_results(out, args.out)
     return 0
 
 

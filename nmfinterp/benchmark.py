@@ -889,6 +889,16 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
+def save_results(out: dict, path) -> Path:
+    """Write a benchmark command's raw results as JSON to ``path`` (folders made) and log it, with
+    ``out["total_seconds"]``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=float))
+    _log(f"raw results: {path} ({out['total_seconds']:.0f} s in all)")
+    return path
+
+
 def _git_commit() -> str | None:
     """The commit the benchmark ran from (None outside a git checkout), with "+changes" when
     tracked files differ from it; the saved results themselves (benchmarks/results) do not count,
