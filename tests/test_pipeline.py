@@ -398,6 +398,36 @@ def test_random_state_reproducible_and_classifier_untouched(setup):
     assert not clf.training
 
 
+def test_feature_dropout_is_reproducible_leaves_the_global_seed_and_only_trains(setup, tmp_path):
+    clf, train, test, y_train, _ = setup
+    front = make_pipe(clf)[:-1].fit(train.waveforms, y_train)
+    Xf, Xt = front.transform(train.waveforms), front.transform(test.waveforms)
+
+    def fit(p):
+        base = make_pipe(clf, epochs=3, faithfulness=0.0, feature_dropout=p)[-1]
+        return base.fit(Xf, y_train)
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a, b, plain = fit(0.3), fit(0.3), fit(0.0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # its own stream, not the global one
+    for (name, pa), pb in zip(
+        a.module_.state_dict().items(), b.module_.state_dict().values(), strict=True
+    ):
+        assert torch.equal(pa, pb), name
+    assert any(
+        not torch.equal(pa, pp)
+        for pa, pp in zip(a.module_.parameters(), plain.module_.parameters(), strict=True)
+    )
+    # no dropping outside training: the same predictions twice; the fitted module pickles
+    np.testing.assert_array_equal(a.predict_proba(Xt), a.predict_proba(Xt))
+    assert a.module_.feature_dropout == 0.0 and a.module_.dropout_generator is None
+    joblib.dump(a.module_, tmp_path / "m.joblib")
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="feature_dropout"):
+            make_pipe(clf, feature_dropout=bad)[-1].fit(Xf, y_train)
+
+
 def test_clone_shares_the_classifier(setup):
     pipe = make_pipe(setup[0])
     cloned = clone(pipe)
