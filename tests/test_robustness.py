@@ -278,3 +278,16 @@ def test_same_random_state_same_explanations_to_the_sample(setup):
     np.testing.assert_array_equal(ea.relevance, eb.relevance)
     c = small_pipe(clf, random_state=1).fit(X, y)
     assert not np.array_equal(explain(c, Xt).relevance, ea.relevance)
+
+
+def test_the_interpreters_own_selection_holds_still_under_float_noise(fitted, setup):
+    """``refine_steps=0`` is the reproducible explanation (docs/scale-and-persistence.md): noise of
+    1e-6 of each clip's peak moves it by float rounding, not by a different selection."""
+    Xt = setup[3]
+    noise = np.random.default_rng(0).standard_normal(Xt.shape).astype(np.float32)
+    noisy = Xt + 1e-6 * np.abs(Xt).max(axis=-1, keepdims=True) * noise
+    a, b = explain(fitted, Xt, refine_steps=0), explain(fitted, noisy, refine_steps=0)
+    assert [s.tolist() for s in a.selected] == [s.tolist() for s in b.selected]
+    wa, wb = np.asarray(a), np.asarray(b)
+    change = np.linalg.norm(wa - wb, axis=-1) / np.linalg.norm(Xt, axis=-1)  # of the clip's level
+    assert change.max() < 1e-3, change
