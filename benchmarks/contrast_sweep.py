@@ -24,7 +24,6 @@ for the other two).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     explained_inputs,
     load_split,
     make_conditions,
+    save_results,
     score_masks,
     train_benchmark_classifier,
 )
@@ -141,10 +141,7 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
         "total_seconds": time.perf_counter() - t_start,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=float))
-    _log(f"raw results: {path} ({out['total_seconds']:.0f} s in all)")
+    save_results(out, args.out)
     return 0
 
 
