@@ -35,6 +35,10 @@ class InterpreterNet(nn.Module):
     Each hidden layer (channels x its own time grid) is standardised, passed through a 1-D conv and
     resampled to the spectrogram's T frames; the layers are concatenated and decoded to K
     non-negative activations per frame (ReLU), as in L2I's decoder.
+
+    With ``feature_components`` r, a layer of more than r channels is first projected onto its r
+    leading principal components (buffer ``proj_i``, set by :meth:`set_feature_stats`), so its
+    conv reads r channels instead of all of them.
     """
 
     #: while training, each standardised hidden feature is zeroed with this probability (the rest
@@ -42,15 +46,26 @@ class InterpreterNet(nn.Module):
     feature_dropout: float = 0.0
     dropout_generator: torch.Generator | None = None
 
-    def __init__(self, layer_channels, n_components, n_classes, hidden, pooling="attention"):
+    def __init__(
+        self,
+        layer_channels,
+        n_components,
+        n_classes,
+        hidden,
+        pooling="attention",
+        feature_components=None,
+    ):
         super().__init__()
         self.pooling = pooling
+        self.feature_components = feature_components
+        reads = [_projected_channels(c, feature_components) for c in layer_channels]
         self.adapters = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(c, hidden, 3, padding=1), nn.ReLU()) for c in layer_channels
+            nn.Sequential(nn.Conv1d(r, hidden, 3, padding=1), nn.ReLU()) for r in reads
         )
-        for i, c in enumerate(layer_channels):
+        for i, (c, r) in enumerate(zip(layer_channels, reads, strict=True)):
             self.register_buffer(f"mean_{i}", torch.zeros(c, 1))
             self.register_buffer(f"std_{i}", torch.ones(c, 1))
+            self.register_buffer(f"proj_{i}", torch.zeros(r, c) if r < c else None)
         self.decoder = nn.Sequential(
             nn.Conv1d(hidden * len(layer_channels), hidden, 3, padding=1),
             nn.ReLU(),
@@ -65,13 +80,22 @@ class InterpreterNet(nn.Module):
             self.att_w = nn.Conv1d(hidden, 1, 1)
         self.theta = nn.Linear(n_components, n_classes, bias=False)
 
-    def set_feature_stats(self, stats):
-        """Standardise each layer with ``stats``: a list of (mean, std) per channel."""
+    def __setstate__(self, state):
+        state.setdefault("feature_components", None)  # pickled before the projection existed
+        super().__setstate__(state)
+
+    def set_feature_stats(self, stats, projections=None):
+        """Standardise each layer with ``stats``: a list of (mean, std) per channel; and, for the
+        layers this network projects, with ``projections``: a list of ``(r, channels)`` matrices
+        (None for a layer read whole), applied to the standardised channels."""
         for i, (mean, std) in enumerate(stats):
             getattr(self, f"mean_{i}").copy_(torch.as_tensor(mean, dtype=torch.float32)[:, None])
             getattr(self, f"std_{i}").copy_(
                 torch.as_tensor(std, dtype=torch.float32)[:, None] + 1e-5
             )
+            buffer = getattr(self, f"proj_{i}", None)
+            if buffer is not None:
+                buffer.copy_(torch.as_tensor(projections[i], dtype=torch.float32))
 
     def activations(self, feats, n_frames: int) -> torch.Tensor:
         """H: ``(batch, K, n_frames)``, non-negative."""
@@ -83,6 +107,9 @@ class InterpreterNet(nn.Module):
         parts = []
         for i, (adapter, f) in enumerate(zip(self.adapters, feats, strict=True)):
             f = (f - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
+            proj = getattr(self, f"proj_{i}", None)
+            if proj is not None:
+                f = torch.matmul(proj, f)  # (r, C) @ (batch, C, t)
             if self.training and self.feature_dropout > 0:
                 p = self.feature_dropout
                 keep = torch.rand(f.shape, generator=self.dropout_generator, device=f.device) >= p
@@ -107,6 +134,11 @@ class InterpreterNet(nn.Module):
     def forward(self, feats, n_frames: int):
         H = self.activations(feats, n_frames)
         return H, self.theta(self.pool(H))
+
+
+def _projected_channels(channels: int, feature_components: int | None) -> int:
+    """How many channels of a layer of ``channels`` Ψ's adapter reads."""
+    return channels if feature_components is None else min(channels, feature_components)
 
 
 def _trained(net: InterpreterNet) -> InterpreterNet:
@@ -146,21 +178,30 @@ class _ReconstructionError:
 
 
 class _RunningStats:
-    """Per-channel mean and (unbiased) std of hidden features over clips and time, batch by batch."""
+    """Per-channel mean and (unbiased) std of hidden features over clips and time, batch by batch;
+    with ``covariance``, also each layer's channel covariance (for :meth:`projections`)."""
 
-    def __init__(self):
+    def __init__(self, covariance: bool = False):
         self.sums, self.squares, self.counts = None, None, None
+        self.covariance, self.products = covariance, None
 
     def add(self, feats):
         if self.sums is None:
             self.sums = [torch.zeros(f.shape[1], dtype=torch.float64) for f in feats]
             self.squares = [torch.zeros(f.shape[1], dtype=torch.float64) for f in feats]
             self.counts = [0 for _ in feats]
+            if self.covariance:
+                self.products = [
+                    torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64) for f in feats
+                ]
         for i, f in enumerate(feats):
             f = f.double()
             self.sums[i] += f.sum(dim=(0, 2))
             self.squares[i] += (f * f).sum(dim=(0, 2))
             self.counts[i] += f.shape[0] * f.shape[2]
+            if self.covariance:
+                frames = f.transpose(1, 2).reshape(-1, f.shape[1])
+                self.products[i] += frames.T @ frames
 
     def result(self):
         out = []
@@ -168,6 +209,30 @@ class _RunningStats:
             mean = s / n
             var = (q - s * mean) / max(n - 1, 1)
             out.append((mean, var.clamp_min(0).sqrt()))
+        return out
+
+    def projections(self, n_components: int | None):
+        """Per layer, the ``(r, channels)`` orthogonal projection of the standardised channels onto
+        their ``r`` leading principal components (the eigenvectors of their correlation matrix
+        with the largest eigenvalues; each keeps its variance), or None where the layer has ``r``
+        channels or fewer (it is read whole)."""
+        out = []
+        for (mean, std), s, p, n in zip(
+            self.result(),
+            self.sums,
+            self.products or [None] * len(self.sums),
+            self.counts,
+            strict=True,
+        ):
+            r = _projected_channels(len(s), n_components)
+            if r == len(s):
+                out.append(None)
+                continue
+            cov = (p - torch.outer(s, mean)) / max(n - 1, 1)
+            scale = std + 1e-5  # as InterpreterNet standardises
+            values, vectors = torch.linalg.eigh(cov / torch.outer(scale, scale))
+            top = torch.argsort(values, descending=True)[:r]
+            out.append(vectors[:, top].T.float())
         return out
 
 
@@ -299,6 +364,14 @@ class InterpreterEstimator(BaseEstimator):
         and ``explain`` never drop. Not the default: on ESC-10, over ten seeds on three splits,
         0.3 tied 0 on one split, raised top-1 fidelity slightly on another and lowered it on the
         third (``benchmarks/fidelity_seeds.py``; figures in docs/method.md).
+    feature_components : int or None, default=None
+        Project each hidden layer of more than this many channels, standardised, onto its leading
+        principal components over the training clips' frames (an orthogonal projection: each
+        component keeps its variance) before Ψ's adapters read it; ``None`` reads every channel. Ψ's adapters, which dominate a
+        training step when the layers are wide, then read r channels instead of hundreds, so
+        training and the interpreter's pass in ``explain`` cost less; the projection is fitted
+        once, in ``fit``, from the features it reads anyway (docs/method.md measures fidelity and
+        cost against reading every channel).
     lr_schedule : {"cosine", "constant"}, default="cosine"
         "cosine": the learning rate decays from ``lr`` to ``lr / 100`` over all the steps of
         ``fit`` (half a cosine, as :func:`~nmfinterp.classifiers.train_classifier` does).
@@ -413,6 +486,7 @@ class InterpreterEstimator(BaseEstimator):
         "lr_schedule": [StrOptions({"cosine", "constant"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "feature_dropout": [Interval(Real, 0, 1, closed="left")],
+        "feature_components": [Interval(Integral, 1, None, closed="left"), None],
         "faithfulness": [Interval(Real, 0, None, closed="left")],
         "faithfulness_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "mixture_fraction": [Interval(Real, 0, 1, closed="both")],
@@ -446,6 +520,7 @@ class InterpreterEstimator(BaseEstimator):
         lr_schedule="cosine",
         weight_decay=1e-2,
         feature_dropout=0.0,
+        feature_components=None,
         faithfulness=0.0,
         faithfulness_epochs=15,
         mixture_fraction=0.5,
@@ -475,6 +550,7 @@ class InterpreterEstimator(BaseEstimator):
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.feature_dropout = feature_dropout
+        self.feature_components = feature_components
         self.faithfulness = faithfulness
         self.faithfulness_epochs = faithfulness_epochs
         self.mixture_fraction = mixture_fraction
@@ -551,7 +627,8 @@ class InterpreterEstimator(BaseEstimator):
     def _feature_store(self, waveforms: np.ndarray):
         """One pass of the classifier over the clips: the feature store, its scores and stats."""
         n = len(waveforms)
-        stats, scores, parts, store = _RunningStats(), [], None, None
+        covariance = self.feature_components is not None
+        stats, scores, parts, store = _RunningStats(covariance), [], None, None
         try:
             for start, h, s in self._batches(waveforms):
                 if start == 0:
@@ -583,7 +660,7 @@ class InterpreterEstimator(BaseEstimator):
             store = _MemoryFeatures(parts)
         elif self.feature_cache == "none":
             store = _RecomputedFeatures(self, waveforms)
-        return store, torch.cat(scores), stats.result()
+        return store, torch.cat(scores), stats
 
     def _generator(self) -> torch.Generator:
         g = torch.Generator()
@@ -679,14 +756,20 @@ class InterpreterEstimator(BaseEstimator):
             devices=[]
         ):  # module init from our generator, not the global seed
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            channels = [len(s) for s in stats.sums]
             net = InterpreterNet(
-                [len(m) for m, _ in stats], W.shape[1], n_classes, self.hidden, self.pooling
+                channels,
+                W.shape[1],
+                n_classes,
+                self.hidden,
+                self.pooling,
+                self.feature_components,
             )
-        self.layer_channels_ = [len(m) for m, _ in stats]
+        self.layer_channels_ = channels
         if previous is not None:
             net, self.history_ = self._continue_from(previous, net)
         else:
-            net.set_feature_stats(stats)
+            net.set_feature_stats(stats.result(), stats.projections(self.feature_components))
             self.history_ = []
         self.interrupted_ = False
         self.__dict__.pop("class_usage_", None)  # a previous fit's; computed again after training

@@ -36,6 +36,9 @@ FORMAT = "nmfinterp"
 FORMAT_VERSION = 1
 _CLASSES = {c.__name__: c for c in (SpectrogramTransformer, NMFDictionary, InterpreterEstimator)}
 _CALLABLE_PARAMS = ("classifier_input", "classifier_output")
+#: parameters added after files of this format were first written, with the value that gives
+#: what a file without them holds (whatever today's default is)
+_ADDED_PARAMS = {"InterpreterEstimator": {"feature_components": None}}
 
 
 # ---------------------------------------------------------------- classifier fingerprint
@@ -359,7 +362,7 @@ def load(path, classifier=None, *, classifier_input=None, classifier_output=None
                 f"{path} names an estimator class {node['class']!r} this nmfinterp does not know; "
                 f"expected one of {sorted(_CLASSES)}."
             )
-        params = {}
+        params = dict(_ADDED_PARAMS.get(node["class"], {}))
         for key, value in node["params"].items():
             if isinstance(value, dict) and "__estimator__" in value:
                 params[key] = build(value["__estimator__"])
@@ -420,7 +423,12 @@ def _load_state(net, prefix, tensors, path, what: str):
 
 def _module(est, prefix, tensors, path) -> InterpreterNet:
     net = InterpreterNet(
-        est.layer_channels_, est.n_components_, len(est.classes_), est.hidden, est.pooling
+        est.layer_channels_,
+        est.n_components_,
+        len(est.classes_),
+        est.hidden,
+        est.pooling,
+        est.feature_components,
     )
     net = _load_state(net, prefix, tensors, path, "the interpreter")
     if est.classifier is not None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from _small import LAYERS, SR, small_pipe, small_setup
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from nmfinterp import InterpreterEstimator, NMFDictionary, SpectrogramTransformer, explain
@@ -54,6 +55,37 @@ def test_round_trip_gives_identical_explanations(setup, fitted, tmp_path):
     assert b"__reduce__" not in raw and not raw.startswith(b"\x80")
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert header["__metadata__"]["format"] == "nmfinterp"
+
+
+def test_projected_layers_round_trip_and_older_files_read_every_channel(setup, fitted, tmp_path):
+    clf, X, y, Xt = setup  # blocks.0 and blocks.1: 64 channels each (C x mels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = small_pipe(clf, epochs=4, feature_components=5).fit(X, y)
+    assert pipe[-1].module_.proj_0.shape == pipe[-1].module_.proj_1.shape == (5, 64)
+    loaded = load(save(pipe, tmp_path / "projected.safetensors"), classifier=clf)
+    assert loaded[-1].feature_components == 5
+    _same_explanations(pipe, loaded, Xt)
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), pipe.predict_proba(Xt))
+    # a file written before the parameter existed holds a module that reads every channel
+    path = save(fitted, tmp_path / "model.safetensors")
+    with safe_open(path, "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    for node in config["nodes"]:
+        node["params"].pop("feature_components", None)
+    assert "feature_components" not in json.dumps(config)
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, old, metadata={**meta, "config": json.dumps(config)})
+    with pytest.MonkeyPatch.context() as mp:  # whatever today's default is
+        mp.setattr(
+            InterpreterEstimator.__init__,
+            "__kwdefaults__",
+            {**InterpreterEstimator.__init__.__kwdefaults__, "feature_components": 3},
+        )
+        back = load(old, classifier=clf)
+    assert back[-1].feature_components is None
+    _same_explanations(fitted, back, Xt)
 
 
 def test_joblib_still_works_alongside(setup, fitted, tmp_path):

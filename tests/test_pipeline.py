@@ -428,6 +428,61 @@ def test_feature_dropout_is_reproducible_leaves_the_global_seed_and_only_trains(
             make_pipe(clf, feature_dropout=bad)[-1].fit(Xf, y_train)
 
 
+def test_feature_components_project_wide_layers_onto_their_principal_components(setup):
+    clf, train, test, y_train, _ = setup  # blocks.1..3: 256, 128 and 128 channels (C x mels)
+    front = make_pipe(clf)[:-1].fit(train.waveforms, y_train)
+    Xf, Xt = front.transform(train.waveforms), front.transform(test.waveforms)
+
+    def fit(r, epochs=60):
+        pipe = make_pipe(clf, epochs=epochs, faithfulness=0.0, feature_components=r)
+        with warnings.catch_warnings():  # these short fits may warn they are undertrained
+            warnings.simplefilter("ignore", UserWarning)
+            return pipe[-1].fit(Xf, y_train)
+
+    whole, some, all3 = fit(None), fit(128, epochs=1), fit(12)
+    assert not any("proj_" in k for k in whole.module_.state_dict())
+    assert [getattr(some.module_, f"proj_{i}") is None for i in range(3)] == [False, True, True]
+    assert some.module_.proj_0.shape == (128, 256)
+    assert [a[0].in_channels for a in some.module_.adapters] == [128, 128, 128]
+    assert [a[0].in_channels for a in all3.module_.adapters] == [12, 12, 12]
+    # an orthogonal projection onto the leading principal components of the training clips'
+    # standardised frames: what the adapters read is centred, uncorrelated, by decreasing variance
+    net = all3.module_
+    for i, f in enumerate(all3._extract(train.waveforms)[0]):
+        P = getattr(net, f"proj_{i}")
+        np.testing.assert_allclose(P @ P.T, np.eye(12), atol=1e-5)
+        z = torch.matmul(P, (f - getattr(net, f"mean_{i}")) / getattr(net, f"std_{i}"))
+        frames = z.transpose(1, 2).reshape(-1, 12).double()
+        np.testing.assert_allclose(frames.mean(0), 0, atol=1e-4)
+        cov = torch.cov(frames.T)
+        variances = cov.diagonal()
+        np.testing.assert_allclose(cov - torch.diag(variances), 0, atol=1e-3 * float(variances[0]))
+        assert (variances[:-1] >= variances[1:] - 1e-6).all()
+        # no other 12 directions keep more of the layer's variance than these
+        x = ((f - getattr(net, f"mean_{i}")) / getattr(net, f"std_{i}")).transpose(1, 2)
+        total = torch.linalg.svdvals(
+            x.reshape(-1, x.shape[-1]).double() - x.reshape(-1, x.shape[-1]).double().mean(0)
+        )
+        kept = float(variances.sum()) * (len(frames) - 1)
+        assert kept == pytest.approx(float((total[:12] ** 2).sum()), rel=1e-3)
+    # the projection is part of the fitted model: the interpreter trains on what it reads (how
+    # close it comes to the classifier depends on where the layers keep the decision: docs),
+    # explains, and the same random_state gives the same projection
+    history = all3.history_
+    assert history[-1]["fidelity_loss"] < history[0]["fidelity_loss"]
+    top = np.asarray(y_train).argmax(axis=1)  # better than always answering the commonest class
+    assert history[-1]["fidelity"] > np.bincount(top).max() / len(top)
+    np.testing.assert_allclose(all3.predict_proba(Xt).sum(axis=1), 1, rtol=1e-5)
+    e = explain(make_pipeline(*front, all3), test.waveforms[:3])
+    assert np.asarray(e).shape == test.waveforms[:3].shape
+    again = fit(12, epochs=2)
+    for name in ("proj_0", "proj_1", "proj_2"):  # fitted from the features, before training
+        assert torch.equal(getattr(net, name), getattr(again.module_, name)), name
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="feature_components"):
+            make_pipe(clf, feature_components=bad)[-1].fit(Xf, y_train)
+
+
 def test_clone_shares_the_classifier(setup):
     pipe = make_pipe(setup[0])
     cloned = clone(pipe)
