@@ -97,19 +97,29 @@ class InterpreterNet(nn.Module):
             if buffer is not None:
                 buffer.copy_(torch.as_tensor(projections[i], dtype=torch.float32))
 
-    def activations(self, feats, n_frames: int) -> torch.Tensor:
+    def activations(self, feats, n_frames: int, prepared: bool = False) -> torch.Tensor:
         """H: ``(batch, K, n_frames)``, non-negative."""
-        return self.decoder(self.hidden(feats, n_frames))
+        return self.decoder(self.hidden(feats, n_frames, prepared))
 
-    def hidden(self, feats, n_frames: int) -> torch.Tensor:
-        """What the decoder reads: every layer standardised, through its adapter and resampled
-        to the ``n_frames`` frames, concatenated: ``(batch, hidden * n_layers, n_frames)``."""
-        parts = []
-        for i, (adapter, f) in enumerate(zip(self.adapters, feats, strict=True)):
-            f = (f - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
+    def prepare(self, feats, inplace: bool = False):
+        """What the adapters read of the classifier's hidden features: every layer standardised
+        (and projected, for the layers this network projects). ``inplace`` standardises the given
+        tensors in place where no projection follows (no copy of large cached features)."""
+        out = []
+        for i, f in enumerate(feats):
+            mean, std = getattr(self, f"mean_{i}"), getattr(self, f"std_{i}")
             proj = getattr(self, f"proj_{i}", None)
-            if proj is not None:
-                f = torch.matmul(proj, f)  # (r, C) @ (batch, C, t)
+            f = f.sub_(mean).div_(std) if inplace and proj is None else (f - mean) / std
+            out.append(f if proj is None else torch.matmul(proj, f))  # (r, C) @ (batch, C, t)
+        return out
+
+    def hidden(self, feats, n_frames: int, prepared: bool = False) -> torch.Tensor:
+        """What the decoder reads: every layer standardised (:meth:`prepare`, unless ``prepared``
+        says ``feats`` already are), through its adapter and resampled to the ``n_frames`` frames,
+        concatenated: ``(batch, hidden * n_layers, n_frames)``."""
+        parts = []
+        feats = feats if prepared else self.prepare(feats)
+        for adapter, f in zip(self.adapters, feats, strict=True):
             if self.training and self.feature_dropout > 0:
                 p = self.feature_dropout
                 keep = torch.rand(f.shape, generator=self.dropout_generator, device=f.device) >= p
@@ -131,8 +141,8 @@ class InterpreterNet(nn.Module):
         a = self.att_w(torch.tanh(self.att_v(H)) * torch.sigmoid(self.att_u(H)))  # (batch, 1, T)
         return (H * torch.softmax(a, dim=-1)).sum(dim=-1)
 
-    def forward(self, feats, n_frames: int):
-        H = self.activations(feats, n_frames)
+    def forward(self, feats, n_frames: int, prepared: bool = False):
+        H = self.activations(feats, n_frames, prepared)
         return H, self.theta(self.pool(H))
 
 
@@ -237,10 +247,27 @@ class _RunningStats:
 
 
 class _MemoryFeatures:
-    """Hidden features held in memory as one tensor per layer."""
+    """Hidden features held in memory as one tensor per layer; :meth:`prepare` turns them, once,
+    into what the interpreter's adapters read (``prepared``), instead of at every step."""
+
+    prepared = False
 
     def __init__(self, parts):
         self.feats = [torch.cat(p) for p in parts]
+
+    def prepare(self, net, chunk: int = 256):
+        outs = [[] for _ in self.feats]
+        with torch.no_grad():
+            for part in zip(*(f.split(chunk) for f in self.feats), strict=True):
+                for out, p in zip(outs, net.prepare(list(part), inplace=True), strict=True):
+                    out.append(p)
+        self.feats = [  # a layer standardised in place is kept as it is, not copied
+            f
+            if out[0].untyped_storage().data_ptr() == f.untyped_storage().data_ptr()
+            else torch.cat(out)
+            for f, out in zip(self.feats, outs, strict=True)
+        ]
+        self.prepared = True
 
     def batch(self, idx):
         return [f[idx] for f in self.feats]
@@ -251,6 +278,8 @@ class _MemoryFeatures:
 
 class _DiskFeatures:
     """Hidden features in numpy memmaps (one file per layer) in a temporary folder, removed on close."""
+
+    prepared = False  # read raw from the files: the interpreter standardises them at every step
 
     def __init__(self, folder, n_clips):
         self.folder = Path(tempfile.mkdtemp(prefix="nmfinterp-features-", dir=folder))
@@ -285,6 +314,8 @@ class _DiskFeatures:
 
 class _RecomputedFeatures:
     """No cache: the classifier's hidden features are recomputed for every batch of every epoch."""
+
+    prepared = False
 
     def __init__(self, estimator, waves):
         self.estimator, self.waves = estimator, waves
@@ -771,6 +802,8 @@ class InterpreterEstimator(BaseEstimator):
         else:
             net.set_feature_stats(stats.result(), stats.projections(self.feature_components))
             self.history_ = []
+        if isinstance(store, _MemoryFeatures):  # standardised (and projected) once, not every step
+            store.prepare(net)
         self.interrupted_ = False
         self.__dict__.pop("class_usage_", None)  # a previous fit's; computed again after training
         try:
@@ -813,7 +846,8 @@ class InterpreterEstimator(BaseEstimator):
         top = probs.argmax(-1)
         with torch.no_grad():
             for idx in torch.arange(len(probs)).split(self.batch_size):
-                z = self.module_.pool(self.module_.activations(store.batch(idx), n_frames))
+                H = self.module_.activations(store.batch(idx), n_frames, store.prepared)
+                z = self.module_.pool(H)
                 sums.index_add_(0, top[idx], z.double())
                 counts += torch.bincount(top[idx], minlength=n_classes)
         return (sums / counts.clamp_min(1)[:, None]).float().numpy()
@@ -905,16 +939,18 @@ class InterpreterEstimator(BaseEstimator):
                     and float(torch.rand(1, generator=gen)) < self.mixture_fraction
                     and len(idx) > 1
                 )
+                prepared = False  # the mixtures' features are raw
                 if mix:
                     fb, vb, pb, xb = self._mixture_batch(idx, gen)
                     fb, pb = [f.to(device) for f in fb], pb.to(device)
                     pj, sb = recon.project(vb.to(device))
                 else:
                     fb = [f.to(device) for f in store.batch(idx)]
+                    prepared = store.prepared
                     pb = probs[idx].to(device)
                     xb = self._waves[idx] if faithful else None  # the term's input only
                     pj, sb = proj[idx].to(device), None if sq is None else sq[idx]
-                H, logits = net(fb, V.shape[-1])
+                H, logits = net(fb, V.shape[-1], prepared)
                 rec = recon(H, pj, sb)
                 spa = H.abs().mean()
                 fid = self._fidelity_loss(logits, pb)

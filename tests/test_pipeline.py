@@ -560,9 +560,17 @@ def test_standalone_interpreter_on_waveforms(setup):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
-def test_device_parameter_trains_on_gpu_and_keeps_the_module_on_cpu(setup):
+@pytest.mark.parametrize("feature_components", [None, 12])
+def test_device_parameter_trains_on_gpu_and_keeps_the_module_on_cpu(setup, feature_components):
     clf, train, test, y_train, _ = setup
-    pipe = make_pipe(clf, epochs=3)
+    pipe = make_pipe(clf, epochs=3, feature_components=feature_components)
     pipe.set_params(interpreterestimator__device="cuda").fit(train.waveforms, y_train)
-    assert next(pipe[-1].module_.parameters()).device.type == "cpu"
+    assert {t.device.type for t in pipe[-1].module_.state_dict().values()} == {"cpu"}
     assert np.asarray(explain(pipe, test.waveforms[:2])).shape == (2, 8000)
+    # the projection is fitted before training, on the CPU: the same on either device
+    cpu = make_pipe(clf, epochs=3, feature_components=feature_components).fit(
+        train.waveforms, y_train
+    )
+    for name, t in cpu[-1].module_.state_dict().items():
+        if name.startswith(("mean_", "std_", "proj_")):
+            torch.testing.assert_close(pipe[-1].module_.state_dict()[name], t)
