@@ -497,6 +497,11 @@ def render(
         lines.append(
             cost_row("fit recomputed / cached", "fit_cached_vs_recomputed", "speedup", ">=", 3)
         )
+    projected = cost.get("fit_cached_vs_recomputed_feature_components", {})
+    if "speedup" in projected:
+        label = f"same, `feature_components={projected['feature_components']}`"
+        section = "fit_cached_vs_recomputed_feature_components"
+        lines.append(cost_row(label, section, "speedup", ">=", 3))
     skipped = [m for m in METHODS if m not in s.get("methods", METHODS)]
     if skipped:
         lines += [
@@ -586,6 +591,13 @@ def render(
             )
         elif fc:
             lines.append(f"- cached vs recomputed features: {fc.get('error')}")
+        if "speedup" in projected:
+            lines.append(
+                f"- the same with `feature_components={projected['feature_components']}` (each "
+                "hidden layer projected onto its leading principal components): cached "
+                f"{projected['cached_seconds']:.1f} s vs recomputed "
+                f"{projected['recomputed_seconds']:.1f} s: **{projected['speedup']:.1f}x**."
+            )
         nmf = cost.get("nmf_vs_cd")
         if nmf:
             lines.append(

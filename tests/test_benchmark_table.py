@@ -61,6 +61,15 @@ def test_a_cost_run_keeps_the_full_runs_figures_beside_its_own(make_table, full_
     assert measured.startswith("1.70") and "full run: 1.20" in measured
     assert verdict == "**no** in the cost run, yes in the full run"
     assert rows["fit recomputed / cached"] == ["3.50; full run: 3.25", "yes"]
+    # a run that also timed the fit with projected hidden layers has a row of its own
+    cost["cost"]["fit_cached_vs_recomputed_feature_components"] = {
+        **cost["cost"]["fit_cached_vs_recomputed"],
+        "feature_components": 32,
+        "speedup": 2.5,
+    }
+    text = make_table.render(make_table.merge([full, cost]), "x")
+    assert _cost_rows(text)["same, `feature_components=32`"] == ["2.50", "**no**"]
+    assert "`feature_components=32` (each hidden layer projected" in text
     # the full run alone: its own figures, no second run named
     rows = _cost_rows(make_table.render(make_table.merge([full]), "x"))
     assert rows["same, `amortised=True`"][0].startswith("1.20")
