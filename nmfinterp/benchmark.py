@@ -110,10 +110,10 @@ METHODS = [
     "black-box NMF",
 ]
 
-# settings that differ between the full run and --quick (which must finish in < 10 min on 2 cores)
 #: the ``feature_components`` whose fit the cost section also times (docs/method.md measures its fidelity)
 PROJECTED_COMPONENTS = 32
 
+# settings that differ between the full run and --quick (which must finish in < 10 min on 2 cores)
 FULL = {
     # 60: with 30 the classifier's training loss was still falling when the cosine decay ended
     # (0.30, training accuracy 0.95; 0.12 and 0.98 with 60 epochs)
@@ -816,30 +816,27 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     Xf = pipe[:-1].transform(sub.waveforms)
     ysub = y_train[: len(sub)]
     if "feature_cache" in interp.get_params():
-        times = _in_fresh_process(_fit_times, interp, Xf, ysub, 2)  # clones it
-        out["fit_cached_vs_recomputed"] = {
-            "n_clips": len(sub),
-            "epochs": interp.epochs,
-            "cached_seconds": times["memory"],
-            "recomputed_seconds": times["none"],
-            "speedup": times["none"] / times["memory"],
-        }
-        _log(f"cost: fit cached {times['memory']:.1f} s vs recomputed {times['none']:.1f} s")
+
+        def fit_cost(est, what: str) -> dict:
+            times = _in_fresh_process(_fit_times, est, Xf, ysub, 2)  # clones it
+            _log(
+                f"cost: fit{what} cached {times['memory']:.1f} s vs recomputed {times['none']:.1f} s"
+            )
+            return {
+                "n_clips": len(sub),
+                "epochs": interp.epochs,
+                "cached_seconds": times["memory"],
+                "recomputed_seconds": times["none"],
+                "speedup": times["none"] / times["memory"],
+            }
+
+        out["fit_cached_vs_recomputed"] = fit_cost(interp, "")
         # the same with each hidden layer projected onto its leading principal components
         projected = clone(interp).set_params(feature_components=PROJECTED_COMPONENTS)
-        times = _in_fresh_process(_fit_times, projected, Xf, ysub, 2)
         out["fit_cached_vs_recomputed_feature_components"] = {
             "feature_components": PROJECTED_COMPONENTS,
-            "n_clips": len(sub),
-            "epochs": interp.epochs,
-            "cached_seconds": times["memory"],
-            "recomputed_seconds": times["none"],
-            "speedup": times["none"] / times["memory"],
+            **fit_cost(projected, f" with feature_components={PROJECTED_COMPONENTS}:"),
         }
-        _log(
-            f"cost: fit with feature_components={PROJECTED_COMPONENTS}: cached "
-            f"{times['memory']:.1f} s vs recomputed {times['none']:.1f} s"
-        )
     else:
         out["fit_cached_vs_recomputed"] = {"error": "InterpreterEstimator has no feature_cache"}
 

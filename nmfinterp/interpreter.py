@@ -104,12 +104,12 @@ class InterpreterNet(nn.Module):
     def prepare(self, feats, inplace: bool = False):
         """What the adapters read of the classifier's hidden features: every layer standardised
         (and projected, for the layers this network projects). ``inplace`` standardises the given
-        tensors in place where no projection follows (no copy of large cached features)."""
+        tensors in place (no copy of large cached features; they are overwritten)."""
         out = []
         for i, f in enumerate(feats):
             mean, std = getattr(self, f"mean_{i}"), getattr(self, f"std_{i}")
             proj = getattr(self, f"proj_{i}", None)
-            f = f.sub_(mean).div_(std) if inplace and proj is None else (f - mean) / std
+            f = f.sub_(mean).div_(std) if inplace else (f - mean) / std
             out.append(f if proj is None else torch.matmul(proj, f))  # (r, C) @ (batch, C, t)
         return out
 
@@ -255,18 +255,9 @@ class _MemoryFeatures:
     def __init__(self, parts):
         self.feats = [torch.cat(p) for p in parts]
 
-    def prepare(self, net, chunk: int = 256):
-        outs = [[] for _ in self.feats]
+    def prepare(self, net):
         with torch.no_grad():
-            for part in zip(*(f.split(chunk) for f in self.feats), strict=True):
-                for out, p in zip(outs, net.prepare(list(part), inplace=True), strict=True):
-                    out.append(p)
-        self.feats = [  # a layer standardised in place is kept as it is, not copied
-            f
-            if out[0].untyped_storage().data_ptr() == f.untyped_storage().data_ptr()
-            else torch.cat(out)
-            for f, out in zip(self.feats, outs, strict=True)
-        ]
+            self.feats = net.prepare(self.feats, inplace=True)
         self.prepared = True
 
     def batch(self, idx):
@@ -398,11 +389,11 @@ class InterpreterEstimator(BaseEstimator):
     feature_components : int or None, default=None
         Project each hidden layer of more than this many channels, standardised, onto its leading
         principal components over the training clips' frames (an orthogonal projection: each
-        component keeps its variance) before Ψ's adapters read it; ``None`` reads every channel. Ψ's adapters, which dominate a
-        training step when the layers are wide, then read r channels instead of hundreds, so
-        training and the interpreter's pass in ``explain`` cost less; the projection is fitted
-        once, in ``fit``, from the features it reads anyway (docs/method.md measures fidelity and
-        cost against reading every channel).
+        component keeps its variance) before Ψ's adapters read it; ``None`` reads every channel.
+        Ψ's adapters, which dominate a training step when the layers are wide, then read r
+        channels instead of hundreds, so training and the interpreter's pass in ``explain`` cost
+        less; the projection is fitted once, in ``fit``, from the features it reads anyway
+        (docs/method.md measures fidelity and cost against reading every channel).
     lr_schedule : {"cosine", "constant"}, default="cosine"
         "cosine": the learning rate decays from ``lr`` to ``lr / 100`` over all the steps of
         ``fit`` (half a cosine, as :func:`~nmfinterp.classifiers.train_classifier` does).
