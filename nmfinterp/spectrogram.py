@@ -172,7 +172,9 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         x = torch.as_tensor(waveforms)
         padded = self._padded_stft(x)
         with torch.no_grad():
-            return self._masked_audio(padded, torch.as_tensor(mask), x.shape[-1], domain).numpy()
+            return self._masked_audio(
+                padded, torch.as_tensor(mask), x.shape[-1], domain, inplace=True
+            ).numpy()
 
     def _n_frames(self, n_samples: int) -> int:
         """Frames :meth:`stft` gives a clip of ``n_samples`` (centred frames)."""
@@ -185,26 +187,39 @@ class SpectrogramTransformer(TransformerMixin, BaseEstimator):
         frames = -(-(self.n_fft // 2 + hop) // hop)
         return self.stft(torch.nn.functional.pad(x, (frames * hop, frames * hop))), frames
 
-    def _masked_audio(self, padded, mask: torch.Tensor, n: int, domain: str) -> torch.Tensor:
-        """Differentiable core of :meth:`apply_mask`: ``padded`` from :meth:`_padded_stft`."""
+    def _masked_audio(
+        self, padded, mask: torch.Tensor, n: int, domain: str, inplace: bool = False
+    ) -> torch.Tensor:
+        """Differentiable core of :meth:`apply_mask`: ``padded`` from :meth:`_padded_stft`.
+        ``inplace`` masks ``padded``'s spectrum in place when it can (the linear domain, a mask of
+        its real dtype): no padded copy of the mask, no second spectrum; ``padded`` is then spent."""
         from .explain import masked_spectrum
 
         S, frames = padded
         pad = frames * self.hop_length_
-        if mask.shape[-1] + 2 * frames != S.shape[-1]:
+        T = S.shape[-1]
+        if mask.shape[-1] + 2 * frames != T:
             raise ValueError(
-                f"mask has {mask.shape[-1]} frames; expected {S.shape[-1] - 2 * frames}, the "
+                f"mask has {mask.shape[-1]} frames; expected {T - 2 * frames}, the "
                 "frame count of stft() of these clips."
             )
-        M = torch.cat(
-            [
-                mask[..., :1].expand(*mask.shape[:-1], frames),
-                mask,
-                mask[..., -1:].expand(*mask.shape[:-1], frames),
-            ],
-            dim=-1,
-        )
-        out = self._istft_torch(masked_spectrum(S, M, domain), n + 2 * pad)
+        if inplace and domain == "linear" and mask.dtype == S.real.dtype:
+            # the same product as masked_spectrum's, the edge frames taking the mask's edges
+            S[..., frames : T - frames].mul_(mask)
+            S[..., :frames].mul_(mask[..., :1])
+            S[..., T - frames :].mul_(mask[..., -1:])
+            masked = S
+        else:
+            M = torch.cat(
+                [
+                    mask[..., :1].expand(*mask.shape[:-1], frames),
+                    mask,
+                    mask[..., -1:].expand(*mask.shape[:-1], frames),
+                ],
+                dim=-1,
+            )
+            masked = masked_spectrum(S, M, domain)
+        out = self._istft_torch(masked, n + 2 * pad)
         return out[..., pad : pad + n]
 
     def fit_length(self, waveforms) -> np.ndarray:

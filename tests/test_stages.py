@@ -190,3 +190,21 @@ def test_masked_spectrum_keeps_phase_and_bounds_magnitude():
         torch.testing.assert_close(out.angle()[keep], S.angle()[keep], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="mask_domain"):
         masked_spectrum(S, M, "db")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_apply_mask_in_place_matches_the_differentiable_path(dtype):
+    # apply_mask masks its own padded spectrum in place; the refinement's path (a padded copy of
+    # the mask, a new spectrum) must give the same audio, edges included, in either precision
+    X = tones(n=3, length=3000).astype(np.float32)
+    spec = SpectrogramTransformer(sr=8000, n_fft=256, hop_length=64).fit(X)
+    x = torch.as_tensor(X)
+    mask = torch.rand(
+        3, spec.n_freqs_, spec._n_frames(3000), generator=torch.Generator().manual_seed(0)
+    )
+    mask = mask.to(dtype)
+    fast = spec.apply_mask(X, mask)
+    slow = spec._masked_audio(spec._padded_stft(x), mask, 3000, "linear").numpy()
+    assert fast.dtype == slow.dtype
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)
+    assert not np.allclose(fast, X, atol=1e-3)  # the mask did something
