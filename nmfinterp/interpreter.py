@@ -325,6 +325,15 @@ def _to_probabilities(scores: np.ndarray | torch.Tensor, output_type: str, multi
     return torch.sigmoid(s) if multilabel else torch.softmax(s, dim=-1)
 
 
+def _tempered(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Class distributions softened to temperature T: ``p^(1/T)`` renormalised, which is
+    ``softmax(logits / T)`` for ``p = softmax(logits)`` (a one-hot row stays one-hot)."""
+    if temperature == 1:
+        return probs
+    p = probs.double().clamp_min(0) ** (1.0 / temperature)
+    return (p / p.sum(dim=-1, keepdim=True).clamp_min(1e-300)).float()
+
+
 def _infer_output_type(y: np.ndarray, multilabel: bool) -> str:
     in_range = bool(((y >= 0) & (y <= 1)).all())
     if multilabel:
@@ -379,6 +388,13 @@ class InterpreterEstimator(BaseEstimator):
         (top-1 fidelity about 0.99 there), so what it loses on held-out clips is over-fitting; on
         ESC-10, over ten seeds on three splits, 1e-2 agreed with the classifier as often as 0 or
         more often, with a smaller spread (``benchmarks/fidelity_seeds.py``, docs/benchmarks.md).
+    temperature : float > 0, default=1.0
+        Distillation temperature T of L_FID, for a single-label classifier: Θ learns the
+        classifier's class distribution softened to ``softmax(y / T)`` (``p^(1/T)`` renormalised
+        when ``y`` holds probabilities), which weighs how the classifier ranks the other classes
+        more than ``T = 1`` does; after training Θ's weights are multiplied by T, so the
+        interpreter's scores stay on the classifier's scale. ``1`` (the default) is L2I's loss;
+        a multilabel interpreter takes no other value. docs/method.md measures T = 2 over seeds.
     feature_dropout : float in [0, 1), default=0.0
         While training, each standardised hidden feature is zeroed with this probability (the rest
         scaled by ``1 / (1 - p)``; dropout on Ψ's input, drawn from a stream seeded by
@@ -448,6 +464,8 @@ class InterpreterEstimator(BaseEstimator):
     history_ : list of dict
         Per epoch: loss, reconstruction, sparsity, fidelity_loss, faithfulness, fidelity (top-1 on
         the training clips), lr (the learning rate of its first step) and seconds.
+    temperature_ : float
+        The temperature L_FID trained with (the ``temperature`` of the last fit).
     output_type_ : str
         What ``classifier_outputs`` hold.
     classifier_output_type_ : str
@@ -507,6 +525,7 @@ class InterpreterEstimator(BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "lr_schedule": [StrOptions({"cosine", "constant"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
         "feature_dropout": [Interval(Real, 0, 1, closed="left")],
         "feature_components": [Interval(Integral, 1, None, closed="left"), None],
         "faithfulness": [Interval(Real, 0, None, closed="left")],
@@ -541,6 +560,7 @@ class InterpreterEstimator(BaseEstimator):
         lr=1e-3,
         lr_schedule="cosine",
         weight_decay=1e-2,
+        temperature=1.0,
         feature_dropout=0.0,
         feature_components=None,
         faithfulness=0.0,
@@ -571,6 +591,7 @@ class InterpreterEstimator(BaseEstimator):
         self.lr = lr
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
+        self.temperature = temperature
         self.feature_dropout = feature_dropout
         self.feature_components = feature_components
         self.faithfulness = faithfulness
@@ -747,7 +768,16 @@ class InterpreterEstimator(BaseEstimator):
         self.classes_ = np.arange(n_classes)
         self.n_components_ = W.shape[1]
         self.n_frames_ = V.shape[2]
-        probs = _to_probabilities(targets, self.output_type_, self.multilabel)
+        if self.multilabel and self.temperature != 1:
+            raise ValueError(
+                f"temperature={self.temperature!r} with multilabel=True: the temperature softens "
+                "a single-label classifier's class distribution; leave temperature=1 (the targets "
+                "as given) for a multilabel one."
+            )
+        self.temperature_ = float(self.temperature)
+        probs = _tempered(
+            _to_probabilities(targets, self.output_type_, self.multilabel), self.temperature_
+        )
 
         if self.faithfulness > 0 and self.multilabel:
             raise ValueError(
@@ -851,6 +881,7 @@ class InterpreterEstimator(BaseEstimator):
             "module": self.module_,
             "history": list(getattr(self, "history_", [])),
             "layers": list(self.layers_),
+            "temperature": getattr(self, "temperature_", 1.0),  # fitted before it existed: 1
         }
 
     def _continue_from(self, previous, net):
@@ -868,6 +899,8 @@ class InterpreterEstimator(BaseEstimator):
                 "warm_start=False to train a new interpreter."
             )
         net.load_state_dict(old.state_dict())  # features are standardised as in the first fit
+        with torch.no_grad():  # Θ trains at its own temperature's scale (see _fold_temperature)
+            net.theta.weight.div_(previous["temperature"])
         return net, previous["history"]
 
     def _fidelity_loss(self, logits, probs):
@@ -895,6 +928,7 @@ class InterpreterEstimator(BaseEstimator):
             self._epochs(net, store, V, W, probs, gen, opt, schedule, device, last_good)
         except KeyboardInterrupt:
             net.load_state_dict(last_good)
+            self._fold_temperature(net)
             self.interrupted_ = True
             warnings.warn(
                 f"training interrupted after {len(self.history_)} epoch(s): the interpreter keeps "
@@ -905,9 +939,19 @@ class InterpreterEstimator(BaseEstimator):
             )
         except FloatingPointError:
             net.load_state_dict(last_good)
-            self.module_ = _trained(net)
+            self.module_ = _trained(self._fold_temperature(net))
             raise
+        else:
+            self._fold_temperature(net)
         return _trained(net)
+
+    def _fold_temperature(self, net):
+        """Θ learned the classifier's scores divided by the temperature T; Θ is linear and bias-
+        free, so multiplying its weights by T puts the interpreter's scores on the classifier's
+        scale (relevance, gates and selections are ratios of Θ's weights: unchanged)."""
+        with torch.no_grad():
+            net.theta.weight.mul_(self.temperature_)
+        return net
 
     def _epochs(self, net, store, V, W, probs, gen, opt, schedule, device, last_good):
         n = V.shape[0]
@@ -986,7 +1030,8 @@ class InterpreterEstimator(BaseEstimator):
         xm = x + other * (rms(x) / rms(other)) * gain
         feats, scores = self._extract(xm.numpy(), desc="mixtures")
         V = log_magnitude(self.spectrogram_.stft(xm))
-        return feats, V, _to_probabilities(scores, self.classifier_output_type_, False), xm
+        probs = _to_probabilities(scores, self.classifier_output_type_, False)
+        return feats, V, _tempered(probs, self.temperature_), xm
 
     def _faithfulness_loss(self, net, H, W, x, probs):
         """CE(f(x_in), c) − min(CE(f(x_out), c), log C) + mask_penalty·mean(M), through the frozen f."""

@@ -38,7 +38,7 @@ _CLASSES = {c.__name__: c for c in (SpectrogramTransformer, NMFDictionary, Inter
 _CALLABLE_PARAMS = ("classifier_input", "classifier_output")
 #: parameters added after files of this format were first written, with the value that gives
 #: what a file without them holds (whatever today's default is)
-_ADDED_PARAMS = {"InterpreterEstimator": {"feature_components": None}}
+_ADDED_PARAMS = {"InterpreterEstimator": {"feature_components": None, "temperature": 1.0}}
 
 
 # ---------------------------------------------------------------- classifier fingerprint

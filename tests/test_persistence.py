@@ -67,24 +67,32 @@ def test_projected_layers_round_trip_and_older_files_read_every_channel(setup, f
     assert loaded[-1].feature_components == 5
     _same_explanations(pipe, loaded, Xt)
     np.testing.assert_array_equal(loaded.predict_proba(Xt), pipe.predict_proba(Xt))
-    # a file written before the parameter existed holds a module that reads every channel
+    # a file written before the parameters existed holds a module that reads every channel,
+    # trained at temperature 1
     path = save(fitted, tmp_path / "model.safetensors")
     with safe_open(path, "pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     config = json.loads(meta["config"])
     for node in config["nodes"]:
         node["params"].pop("feature_components", None)
+        node["params"].pop("temperature", None)
+        node["fitted"].pop("temperature_", None)
     assert "feature_components" not in json.dumps(config)
+    assert "temperature" not in json.dumps(config)
     old = tmp_path / "old.safetensors"
     save_file(tensors, old, metadata={**meta, "config": json.dumps(config)})
     with pytest.MonkeyPatch.context() as mp:  # whatever today's default is
         mp.setattr(
             InterpreterEstimator.__init__,
             "__kwdefaults__",
-            {**InterpreterEstimator.__init__.__kwdefaults__, "feature_components": 3},
+            {
+                **InterpreterEstimator.__init__.__kwdefaults__,
+                "feature_components": 3,
+                "temperature": 2.0,
+            },
         )
         back = load(old, classifier=clf)
-    assert back[-1].feature_components is None
+    assert back[-1].feature_components is None and back[-1].temperature == 1.0
     _same_explanations(fitted, back, Xt)
 
 

@@ -483,6 +483,53 @@ def test_feature_components_project_wide_layers_onto_their_principal_components(
             make_pipe(clf, feature_components=bad)[-1].fit(Xf, y_train)
 
 
+def test_temperature_trains_on_softened_targets_and_scores_on_the_classifiers_scale(setup):
+    clf, train, test, y_train, _ = setup
+    front = make_pipe(clf)[:-1].fit(train.waveforms, y_train)
+    Xf, Xt = front.transform(train.waveforms), front.transform(test.waveforms)
+    y = np.asarray(y_train, dtype=np.float64)
+
+    def fit(targets, **kw):
+        with warnings.catch_warnings():  # three epochs may not reach the training-fidelity bar
+            warnings.simplefilter("ignore", UserWarning)
+            return make_pipe(clf, epochs=3, faithfulness=0.0, **kw)[-1].fit(Xf, targets)
+
+    default, hot = fit(y), fit(y, temperature=2.0)
+    cold = fit(y / 2, temperature=1.0, output_type="logits")  # softmax(y / 2) as plain targets
+    probs = np.exp(y - y.max(1, keepdims=True))
+    from_probs = fit(probs / probs.sum(1, keepdims=True), temperature=2.0)
+    assert hot.temperature_ == 2.0 and cold.temperature_ == default.temperature_ == 1.0
+    # the same training as on softmax(y / 2) (from logits or from probabilities), Θ then
+    # multiplied by T: the interpreter's scores are on the classifier's scale, not half of it
+    for (name, a), b in zip(
+        hot.module_.state_dict().items(), from_probs.module_.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.allclose(hot.module_.theta.weight, default.module_.theta.weight)
+    for (name, a), b in zip(
+        hot.module_.state_dict().items(), cold.module_.state_dict().values(), strict=True
+    ):
+        expected = 2 * b if name == "theta.weight" else b
+        torch.testing.assert_close(a, expected, rtol=1e-4, atol=1e-5, msg=name)
+    np.testing.assert_allclose(
+        hot.decision_function(Xt), 2 * cold.decision_function(Xt), rtol=1e-3, atol=1e-4
+    )
+    # warm_start continues at the training scale: a step of ~0 leaves Θ where it was
+    theta = hot.module_.theta.weight.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        hot.set_params(warm_start=True, lr=1e-12, epochs=1).fit(Xf, y)
+    torch.testing.assert_close(hot.module_.theta.weight, theta, rtol=1e-5, atol=1e-7)
+    # a multilabel interpreter trains on its targets as given, and says so when asked otherwise
+    multi = (y > 0).astype(float)
+    assert fit(multi, multilabel=True).temperature_ == 1.0
+    with pytest.raises(ValueError, match="temperature=2.0 with multilabel=True"):
+        fit(multi, multilabel=True, temperature=2.0)
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="temperature"):
+            fit(y, temperature=bad)
+
+
 def test_clone_shares_the_classifier(setup):
     pipe = make_pipe(setup[0])
     cloned = clone(pipe)
