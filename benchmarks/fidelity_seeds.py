@@ -15,10 +15,10 @@ over-fitting), ``feature_dropout=0.3`` (dropout on the interpreter's input featu
 regulariser against that over-fitting) and ``feature_components=32`` (each hidden layer projected
 onto its 32 leading principal components before the interpreter reads it: fewer inputs, a cheaper
 fit) and ``temperature=2`` (the fidelity term on the classifier's class distribution softened to
-``softmax(y / 2)``, as in knowledge distillation). ``--settings`` runs some of them (the defaults always). Settings are compared seed by seed
-(the same seed gives both the same dictionary and the same initialisation); the dictionary is
-fitted once per seed and shared by the settings, and each fit's seconds are that front end's plus
-the interpreter's (what a pipeline fit costs).
+``softmax(y / 2)``, as in knowledge distillation). ``--settings`` runs some of them (the defaults
+always). Settings are compared seed by seed (the same seed gives both the same dictionary and the
+same initialisation); the dictionary is fitted once per seed and shared by the settings, and each
+fit's seconds are that front end's plus the interpreter's (what a pipeline fit costs).
 """
 
 from __future__ import annotations
