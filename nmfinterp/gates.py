@@ -48,7 +48,7 @@ class GateNet(nn.Module):
     def __init__(
         self,
         n_components: int,
-        hidden: int = 64,
+        hidden: int = 32,
         width: int = 5,
         bottleneck: bool = True,
         context_channels: int = 0,
