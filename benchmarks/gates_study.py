@@ -255,6 +255,7 @@ def main(argv=None) -> int:
         "commit": commit,
         "classifier_accuracy": accuracy,
         "n_training_rows": len(study.H),
+        "gate_hidden": interp.gate_module_.hidden,
         "seconds": {"fit_gates": gate_seconds, "refine_training_rows": refine_seconds},
         "objective": {},
         "scores": {},

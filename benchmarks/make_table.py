@@ -217,7 +217,13 @@ def gates_lines(study: dict) -> list[str]:
         "The gate network (`fit_gates`, for `explain(..., amortised=True)`) costs about what "
         "`refine_steps=0` does, and its gates are less faithful than the refinement's. From `benchmarks/results/gates_study.json` (`python "
         f"benchmarks/gates_study.py`, commit `{study['commit']}`; the same classifier, "
-        f"accuracy {study['classifier_accuracy']:.3f}): the objective `fit_gates` lowers "
+        f"accuracy {study['classifier_accuracy']:.3f}; "
+        + (
+            f"a gate network of {study['gate_hidden']} channels"
+            if "gate_hidden" in study
+            else "the gate network of `fit_gates`' default at that commit"
+        )
+        + "): the objective `fit_gates` lowers "
         f"(lower is better), with hard gates, over {study['n_training_rows']} training rows like its "
         "own (the training clips and two rounds of mixtures of them), and how each set of gates "
         "scores on 80 of the training clips and on the test fold. 'refinement' is explain's "
@@ -426,12 +432,20 @@ def render(
             f"{r['fit_seconds_per_clip']:.2f} |"
         )
     gates = res["interpreters"]["nmfinterp"].get("gates")
+    previous = res["interpreters"]["nmfinterp"].get("previous_gates")
     if gates:
+        channels = f"{gates['hidden']} channels, " if "hidden" in gates else ""
         lines += [
             "",
-            f"The defaults' gate network (`fit_gates`, {len(gates['history'])} epochs on the training "
-            f"clips and mixtures of them, for `explain(..., amortised=True)`): "
-            f"{gates['fit_seconds']:.0f} s more.",
+            f"The defaults' gate network (`fit_gates`, {channels}{len(gates['history'])} epochs on "
+            "the training clips and mixtures of them, for `explain(..., amortised=True)`): "
+            f"{gates['fit_seconds']:.0f} s more"
+            + (
+                f"; with {previous['hidden']} channels (the default before, row 'nmfinterp, "
+                f"amortised gates, hidden={previous['hidden']}'): {previous['fit_seconds']:.0f} s."
+                if previous
+                else "."
+            ),
         ]
     if seeds is not None and not s["quick"]:
         lines += seed_lines(seeds)

@@ -124,11 +124,33 @@ def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
         "6.2 [3.4, 9.0] |",
     ]
     assert "82%" in "\n".join(lines) and "677 training rows" in "\n".join(lines)
+    assert "the gate network of `fit_gates`' default at that commit" in "\n".join(lines)
+    assert "a gate network of 32 channels" in "\n".join(
+        make_table.gates_lines({**study, "gate_hidden": 32})
+    )
     assert "other ways of training" not in "\n".join(lines)  # no rows (a), (b)... to name
     for name in ("(a) distilled", "(b) straight-through", "(c) informed"):
         study["objective"][name], study["scores"][name] = -1.0, scores
     text = "\n".join(make_table.gates_lines(study))
     assert "(a)-(c) are other ways of training the gate network" in text
+
+
+def test_the_gate_networks_fit_times_name_their_channels(make_table, full_run):
+    res = copy.deepcopy(full_run)
+    interp = res["interpreters"]["nmfinterp"]
+    if "gates" not in interp:
+        pytest.skip("the saved run has no gate network")
+    epochs = len(interp["gates"]["history"])
+    interp["gates"].update(hidden=32, fit_seconds=600.0)
+    interp["previous_gates"] = {**interp["gates"], "hidden": 64, "fit_seconds": 700.0}
+    text = make_table.render(make_table.merge([res]), "x")
+    assert f"(`fit_gates`, 32 channels, {epochs} epochs on the training clips" in text
+    assert (
+        "600 s more; with 64 channels (the default before, row 'nmfinterp, amortised gates, "
+        "hidden=64'): 700 s." in text
+    )
+    del interp["previous_gates"]
+    assert "): 600 s more.\n" in make_table.render(make_table.merge([res]), "x")
 
 
 def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_table):
