@@ -383,6 +383,40 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     return pipe, time.perf_counter() - t
 
 
+def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
+    """Train the gate networks the amortised rows of ``methods`` explain with, on ``clips``.
+
+    "nmfinterp, amortised gates" trains ``fit_gates``' default network on ``pipes["nmfinterp"]``;
+    "nmfinterp, amortised gates, hidden=64" one of :data:`PREVIOUS_GATE_HIDDEN` channels on
+    shallow copies of that pipeline and interpreter (``pipes["gates, hidden=64"]``, added here),
+    which share the fitted dictionary and interpreter and hold their own ``gate_module_``.
+    Returns each row's fit seconds, channels and training history.
+    """
+    gates = {}
+    kw = {} if epochs is None else {"epochs": epochs}
+    for name, key, hidden in (
+        ("nmfinterp, amortised gates", "nmfinterp", None),
+        ("nmfinterp, amortised gates, hidden=64", "gates, hidden=64", PREVIOUS_GATE_HIDDEN),
+    ):
+        if name not in methods:
+            continue
+        if key not in pipes:
+            pipes[key] = copy.copy(pipes["nmfinterp"])
+            step = pipes[key].steps[-1][0]
+            pipes[key].steps = [*pipes[key].steps[:-1], (step, copy.copy(pipes[key][-1]))]
+        t = time.perf_counter()
+        interp = pipes[key][-1].fit_gates(
+            clips, **kw, **({} if hidden is None else {"hidden": hidden})
+        )
+        gates[name] = {
+            "fit_seconds": time.perf_counter() - t,
+            "hidden": interp.gate_module_.hidden,
+            "history": interp.gate_history_,
+        }
+        _log(f"{name}: {len(interp.gate_history_)} epochs, {gates[name]['fit_seconds']:.0f} s")
+    return gates
+
+
 def oracle_gate_masks(W, spectrogram, activations, deciding, other, gates=None) -> np.ndarray:
     """Masks from nmfinterp's own components and H, gated with the true sources (an upper bound).
 
@@ -1042,29 +1076,7 @@ def main(argv=None) -> int:
             f"{key}: K={cfg['n_components']} fit {fits[key]:.0f} s, top-1 fidelity "
             f"{pipes[key].score(test.waveforms, y_test):.3f}"
         )
-    gates = {}
-    gate_kw = {} if cfg["gate_epochs"] is None else {"epochs": cfg["gate_epochs"]}
-    for name, key, hidden in (
-        ("nmfinterp, amortised gates", "nmfinterp", None),
-        ("nmfinterp, amortised gates, hidden=64", "gates, hidden=64", PREVIOUS_GATE_HIDDEN),
-    ):
-        if name not in args.methods:
-            continue
-        if key not in pipes:
-            # the defaults' fitted pipeline and interpreter, shallow copies: its own gate network
-            pipes[key] = copy.copy(pipes["nmfinterp"])
-            step = pipes[key].steps[-1][0]
-            pipes[key].steps = [*pipes[key].steps[:-1], (step, copy.copy(pipes[key][-1]))]
-        t = time.perf_counter()
-        interp = pipes[key][-1].fit_gates(
-            train.waveforms, **gate_kw, **({} if hidden is None else {"hidden": hidden})
-        )
-        gates[name] = {
-            "fit_seconds": time.perf_counter() - t,
-            "hidden": interp.gate_module_.hidden,
-            "history": interp.gate_history_,
-        }
-        _log(f"{name}: {len(interp.gate_history_)} epochs, {gates[name]['fit_seconds']:.0f} s")
+    gates = fit_gate_networks(pipes, train.waveforms, args.methods, cfg["gate_epochs"])
     results = {
         "settings": {k: v for k, v in vars(args).items()},
         "config": cfg,

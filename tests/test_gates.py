@@ -258,3 +258,23 @@ def test_the_gate_network_reads_the_hidden_representation_by_default(gated):
         np.testing.assert_allclose(np.asarray(ex) + np.asarray(ex.residuals), x_test, atol=1e-5)
     finally:
         it.gate_module_, it.gate_history_ = state
+
+
+def test_the_benchmarks_previous_gate_row_has_its_own_network_on_the_same_interpreter():
+    from nmfinterp.benchmark import PREVIOUS_GATE_HIDDEN, fit_gate_networks
+
+    clf, x_train, y_train, _ = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    rows = ["nmfinterp, amortised gates", "nmfinterp, amortised gates, hidden=64"]
+    pipes = {"nmfinterp": pipe}
+    fits = fit_gate_networks(pipes, x_train, rows[:1], epochs=1)
+    assert list(pipes) == ["nmfinterp"] and list(fits) == rows[:1]
+    assert pipe[-1].gate_module_.hidden == fits[rows[0]]["hidden"] == 32  # fit_gates' default
+    default_net = pipe[-1].gate_module_
+    fits = fit_gate_networks(pipes, x_train, rows[1:], epochs=2)
+    previous = pipes["gates, hidden=64"]
+    assert previous[-1].gate_module_.hidden == fits[rows[1]]["hidden"] == PREVIOUS_GATE_HIDDEN
+    assert len(fits[rows[1]]["history"]) == 2
+    assert pipe[-1].gate_module_ is default_net  # the defaults' row keeps its own network
+    assert previous[-1] is not pipe[-1] and previous[-1].module_ is pipe[-1].module_
+    assert previous[1] is pipe[1] and previous[0] is pipe[0]
