@@ -377,7 +377,15 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     faithfulness = params.get("faithfulness", InterpreterEstimator().faithfulness)
     if cfg["faithfulness_epochs"] is not None and faithfulness > 0:
         params.setdefault("faithfulness_epochs", cfg["faithfulness_epochs"])
-    pipe = build_pipeline(clf, sr, cfg["n_components"], cfg["epochs"], random_state=0, **params)
+    pipe = build_pipeline(
+        clf,
+        sr,
+        cfg["n_components"],
+        cfg["epochs"],
+        random_state=0,
+        dictionary_params={"per_class": cfg.get("per_class", False)},
+        **params,
+    )
     t = time.perf_counter()
     pipe.fit(train.waveforms, y_train)
     return pipe, time.perf_counter() - t
@@ -1030,6 +1038,18 @@ def main(argv=None) -> int:
         "--classifier-epochs", type=int, default=None, help="override the classifier's epochs"
     )
     p.add_argument("--epochs", type=int, default=None, help="override the interpreters' epochs")
+    p.add_argument(
+        "--n-components",
+        type=int,
+        default=None,
+        help="the dictionary's K for the interpreters the methods explain (default: 100; 50 "
+        "with --quick)",
+    )
+    p.add_argument(
+        "--per-class",
+        action="store_true",
+        help="NMFDictionary(per_class=True): a block of K / n_classes patterns per class",
+    )
     p.add_argument("--name", default=None, help="JSON file name (default: esc10 / esc10_quick)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -1041,6 +1061,11 @@ def main(argv=None) -> int:
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
         cfg["faithfulness_epochs"] = max(1, args.epochs // 3)
+    if args.n_components is not None:
+        if args.n_components < 2:
+            p.error(f"--n-components {args.n_components}: expected an integer >= 2")
+        cfg["n_components"] = args.n_components
+    cfg["per_class"] = args.per_class
     t_start = time.perf_counter()
     commit = _git_commit()  # before any work: the code the run ran, not what changed meanwhile
 

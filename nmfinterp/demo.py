@@ -47,15 +47,19 @@ def build_pipeline(
     epochs: int | None = None,
     random_state: int = 0,
     verbose: int = 0,
+    dictionary_params: dict | None = None,
     **interpreter_params,
 ):
-    """The pipeline the demo and the benchmark use: STFT -> NMF dictionary -> interpreter."""
+    """The pipeline the demo and the benchmark use: STFT -> NMF dictionary -> interpreter
+    (``dictionary_params``: more of :class:`~nmfinterp.NMFDictionary`'s parameters)."""
     n_fft = default_n_fft(sr)
     if epochs is not None:
         interpreter_params["epochs"] = epochs
     return make_pipeline(
         SpectrogramTransformer(sr=sr, n_fft=n_fft, hop_length=n_fft // 2),
-        NMFDictionary(n_components=n_components, random_state=random_state),
+        NMFDictionary(
+            n_components=n_components, random_state=random_state, **(dictionary_params or {})
+        ),
         InterpreterEstimator(
             classifier,
             layers=LAYERS,

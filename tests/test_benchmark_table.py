@@ -274,3 +274,39 @@ def test_the_gpu_section_divides_cpu_by_gpu_and_lists_every_explain_mode(make_ta
     assert modes == list(dev["served_on_cpu"]["explanations"])
     median = dev["served_on_cpu"]["explanations"]["refined (default)"]["relative_difference"]
     assert f"the GPU against the CPU by {median['median']:.0%}" in text
+
+
+def test_the_dictionary_section_has_one_row_per_run_beside_the_full_run(make_table, full_run):
+    assert make_table.dictionary_lines(full_run, []) == []  # no other dictionary, no section
+    big = copy.deepcopy(full_run)
+    big["settings"].update(
+        n_components=200, per_class=False, methods=["nmfinterp"], skip=["silero", "cost"]
+    )
+    big["config"]["n_components"] = 200
+    big["commit"] = "abc1234"
+    big["interpreters"]["nmfinterp"]["fidelity_top1"] = 0.5
+    big["results"]["mix_equal"]["nmfinterp"]["energy_share"] = {
+        "mean": 0.93,
+        "ci95": [0.9, 0.96],
+        "n": 64,
+    }
+    del big["results"]["mix_equal"]["oracle gates within nmfinterp's selection"]
+    blocks = copy.deepcopy(big)
+    blocks["settings"].update(n_components=None, per_class=True)
+    blocks["config"]["n_components"] = 100
+    lines = make_table.dictionary_lines(
+        full_run, [(big, "esc10_dictionary_k200"), (blocks, "esc10_dictionary_per_class")]
+    )
+    rows = [r.split(" | ") for r in lines if r.startswith("| K=")]
+    assert [r[0] for r in rows] == ["| K=100", "| K=200", "| K=100, per_class=True"]
+    assert rows[0][1] == f"the full run (commit `{full_run['commit']}`)"
+    assert rows[1][1] == "`... --n-components 200 --name esc10_dictionary_k200` (commit `abc1234`)"
+    assert rows[2][1].startswith("`... --per-class --name esc10_dictionary_per_class`")
+    assert rows[1][3] == "0.500" and rows[1][11] == "0.93 [0.90, 0.96]"
+    assert rows[1][-1] == "– |"  # that run had no oracle row
+    oracle = full_run["results"]["mix_equal"]["oracle gates within nmfinterp's selection"]
+    assert rows[0][-1] == make_table.cell(oracle["energy_share"]) + " |"
+    assert (
+        lines[-1]
+        == '`...` is `python benchmarks/esc10.py --methods "nmfinterp" --skip silero cost`.'
+    )
