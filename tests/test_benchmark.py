@@ -191,3 +191,15 @@ def test_interleaved_turns_keep_every_turn_and_ratios_pair_them_turn_by_turn():
     r = _turn_ratios({"a": [2.0, 3.0, 8.0], "base": [1.0, 2.0, 2.0]}, "a")
     # per turn: 2.0, 1.5, 4.0 (not the ratio of the medians, 3.0 / 2.0)
     assert r == {"median": 2.0, "min": 1.5, "max": 4.0}
+
+
+def test_the_dictionary_is_an_argument_of_the_benchmark(capsys):
+    from nmfinterp.benchmark import main
+    from nmfinterp.demo import build_pipeline
+
+    pipe = build_pipeline(None, 16000, 20, dictionary_params={"per_class": True})
+    assert pipe[1].n_components == 20 and pipe[1].per_class is True
+    assert build_pipeline(None, 16000, 20)[1].per_class is False
+    with pytest.raises(SystemExit):
+        main(["--n-components", "1"])
+    assert "--n-components 1: expected an integer >= 2" in capsys.readouterr().err
