@@ -1042,13 +1042,13 @@ def main(argv=None) -> int:
         "--n-components",
         type=int,
         default=None,
-        help="the dictionary's K for the interpreters the methods explain (default: 100; 50 "
-        "with --quick)",
+        help="the dictionary's K (default: 100; 50 with --quick)",
     )
     p.add_argument(
         "--per-class",
         action="store_true",
-        help="NMFDictionary(per_class=True): a block of K / n_classes patterns per class",
+        help="the ESC classifier's interpreters with NMFDictionary(per_class=True): a block of "
+        "K / n_classes patterns per class",
     )
     p.add_argument("--name", default=None, help="JSON file name (default: esc10 / esc10_quick)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
