@@ -1106,6 +1106,14 @@ def main(argv=None) -> int:
         m for m in args.methods if "methods" not in args.skip or m == "nmfinterp, amortised gates"
     ]
     gates = fit_gate_networks(pipes, train.waveforms, gated, cfg["gate_epochs"])
+    gate_records = {
+        record: gates[row]
+        for record, row in (
+            ("gates", "nmfinterp, amortised gates"),
+            ("previous_gates", "nmfinterp, amortised gates, hidden=64"),
+        )
+        if row in gates
+    }
     results = {
         "settings": {k: v for k, v in vars(args).items()},
         "config": cfg,
@@ -1120,16 +1128,7 @@ def main(argv=None) -> int:
                 "fit_seconds": fits[key],
                 "fit_seconds_per_clip": fits[key] / len(train),
                 "fidelity_top1": float(pipes[key].score(test.waveforms, y_test)),
-                **(
-                    {"gates": gates["nmfinterp, amortised gates"]}
-                    if key == "nmfinterp" and "nmfinterp, amortised gates" in gates
-                    else {}
-                ),
-                **(
-                    {"previous_gates": gates["nmfinterp, amortised gates, hidden=64"]}
-                    if key == "nmfinterp" and "nmfinterp, amortised gates, hidden=64" in gates
-                    else {}
-                ),
+                **(gate_records if key == "nmfinterp" else {}),
                 "params": {
                     k: v
                     for k, v in pipes[key][-1].get_params().items()
