@@ -15,10 +15,14 @@ over-fitting), ``feature_dropout=0.3`` (dropout on the interpreter's input featu
 regulariser against that over-fitting) and ``feature_components=32`` (each hidden layer projected
 onto its 32 leading principal components before the interpreter reads it: fewer inputs, a cheaper
 fit) and ``temperature=2`` (the fidelity term on the classifier's class distribution softened to
-``softmax(y / 2)``, as in knowledge distillation). ``--settings`` runs some of them (the defaults
-always). Settings are compared seed by seed (the same seed gives both the same dictionary and the
-same initialisation); the dictionary is fitted once per seed and shared by the settings, and each
-fit's seconds are that front end's plus the interpreter's (what a pipeline fit costs).
+``softmax(y / 2)``, as in knowledge distillation), ``pooling="max"`` and ``pooling="mean"`` (Θ's
+pooling over time instead of L2I's gated attention), and one setting of the dictionary rather than
+the interpreter: ``per_class=True`` (:class:`~nmfinterp.NMFDictionary` learns K / C patterns from
+the clips of each predicted class). ``--settings`` runs some of them (the defaults always).
+Settings are compared seed by seed (the same seed gives both the same dictionary and the same
+initialisation); the dictionary is fitted once per seed and shared by the interpreter's settings (a
+dictionary setting fits its own), and each fit's seconds are that front end's plus the
+interpreter's (what a pipeline fit costs).
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ SETTINGS = {
     "feature_dropout=0.3": {"feature_dropout": 0.3},
     "feature_components=32": {"feature_components": 32},
     "temperature=2": {"temperature": 2.0},
+    'pooling="max"': {"pooling": "max"},
+    'pooling="mean"': {"pooling": "mean"},
+}
+#: settings of the dictionary (NMFDictionary's parameters), each with the interpreter's defaults
+DICTIONARY_SETTINGS = {
+    "per_class=True": {"per_class": True},
 }
 
 
@@ -64,8 +74,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--settings",
         nargs="+",
-        choices=list(SETTINGS),
-        default=list(SETTINGS),
+        choices=[*SETTINGS, *DICTIONARY_SETTINGS],
+        default=[*SETTINGS, *DICTIONARY_SETTINGS],
         help="which settings (all by default; the defaults are always run)",
     )
     add_split_arguments(p)
@@ -74,38 +84,56 @@ def main(argv=None) -> int:
     if args.seeds < 2:
         raise SystemExit(f"--seeds {args.seeds}: expected at least 2 (a spread needs two fits).")
     settings = {k: v for k, v in SETTINGS.items() if k == "defaults" or k in args.settings}
+    dictionary_settings = {k: v for k, v in DICTIONARY_SETTINGS.items() if k in args.settings}
+    names = [*settings, *dictionary_settings]
     t_start = time.perf_counter()
     ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
     clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
         train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
     )
     _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
-    fidelity: dict[str, list[float]] = {name: [] for name in settings}
-    seconds: dict[str, list[float]] = {name: [] for name in settings}
+    fidelity: dict[str, list[float]] = {name: [] for name in names}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
     commit = _git_commit()  # before the fits: the code they ran
-    interpreter_seconds: dict[str, list[float]] = {name: [] for name in settings}
-    for seed in range(args.seeds):
-        # the settings are the interpreter's: every one reads the same front end (the same seed
-        # gives the same dictionary), fitted once per seed
-        pipe = build_pipeline(clf, args.sr, FULL["n_components"], random_state=seed)
+    interpreter_seconds: dict[str, list[float]] = {name: [] for name in names}
+
+    def fit_and_score(name, interp, Xf, Xt, front_seconds):
+        t = time.perf_counter()
+        interp.fit(Xf, y_train)
+        interpreter_seconds[name].append(time.perf_counter() - t)
+        seconds[name].append(front_seconds + interpreter_seconds[name][-1])  # a pipeline fit
+        fidelity[name].append(float(interp.score(Xt, y_test)))
+        _log(f"seed {seed} {name}: fidelity {fidelity[name][-1]:.4f} ({seconds[name][-1]:.0f} s)")
+
+    def front_end(seed, dictionary_params=None):
+        pipe = build_pipeline(
+            clf,
+            args.sr,
+            FULL["n_components"],
+            random_state=seed,
+            dictionary_params=dictionary_params,
+        )
         t = time.perf_counter()
         Xf = pipe[:-1].fit_transform(train.waveforms, y_train)
         front_seconds = time.perf_counter() - t
-        Xt = pipe[:-1].transform(test.waveforms)
+        return pipe, Xf, pipe[:-1].transform(test.waveforms), front_seconds
+
+    for seed in range(args.seeds):
+        # the interpreter's settings read the same front end (the same seed gives the same
+        # dictionary), fitted once per seed; a dictionary setting fits its own
+        pipe, Xf, Xt, front_seconds = front_end(seed)
         for name, params in settings.items():
-            interp = clone(pipe[-1]).set_params(**params)
-            t = time.perf_counter()
-            interp.fit(Xf, y_train)
-            interpreter_seconds[name].append(time.perf_counter() - t)
-            seconds[name].append(front_seconds + interpreter_seconds[name][-1])  # a pipeline fit
-            fidelity[name].append(float(interp.score(Xt, y_test)))
-            _log(
-                f"seed {seed} {name}: fidelity {fidelity[name][-1]:.4f} ({seconds[name][-1]:.0f} s)"
-            )
+            fit_and_score(name, clone(pipe[-1]).set_params(**params), Xf, Xt, front_seconds)
+        for name, params in dictionary_settings.items():
+            pipe, Xf, Xt, front_seconds = front_end(seed, params)
+            fit_and_score(name, pipe[-1], Xf, Xt, front_seconds)
     # what "defaults" meant here, for each parameter a setting changes (defaults change over time)
-    varied = sorted({k for params in settings.values() for k in params})
-    interp = build_pipeline(clf, args.sr, FULL["n_components"])[-1].get_params()
-    defaults_params = {k: interp[k] for k in varied}
+    pipe = build_pipeline(clf, args.sr, FULL["n_components"])
+    defaults_params = {
+        k: step.get_params()[k]
+        for step, group in ((pipe[-1], settings), (pipe[-2], dictionary_settings))
+        for k in sorted({k for params in group.values() for k in params})
+    }
     base = np.array(fidelity["defaults"])
     summary = {}
     for name, values in fidelity.items():
@@ -135,6 +163,7 @@ def main(argv=None) -> int:
         "n_components": FULL["n_components"],
         "seeds": list(range(args.seeds)),
         "settings": settings,
+        "dictionary_settings": dictionary_settings,
         "defaults_params": defaults_params,
         "fidelity": fidelity,
         "fit_seconds": seconds,
