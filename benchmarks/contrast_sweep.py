@@ -3,6 +3,7 @@
     python benchmarks/contrast_sweep.py [--weights 0 10 30 100 300 1000] [--data DIR] [--speech DIR]
     python benchmarks/contrast_sweep.py --param refine_steps [--weights 0 5 10 20 40 80]
     python benchmarks/contrast_sweep.py --param energy_penalty [--weights 0 0.3 1 3 10 30]
+    python benchmarks/contrast_sweep.py --param mask_power [--weights 1 1.5 2 3]
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -12,13 +13,15 @@ interfering source on mixtures, and can cost faithfulness on clean clips. ``--pa
 the number of Adam steps the refinement takes (``REFINE_STEPS`` by default): its cost grows with
 them; does its faithfulness, or the share of the explanation's energy from the deciding source?
 ``--param energy_penalty``: the weight of the share of the clip's energy the explanation keeps
-(both sources alike).
+(both sources alike). ``--param mask_power``: the explanation mask's sharpness (1: the ratio of the
+kept components' model to the whole; 2: the Wiener mask on power spectra), which the refinement
+optimises through.
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
 full settings), then explains fold 4's clean clips, 0.8/0.2 mixtures and equal-level mixtures with
 each value, scores them as the benchmark does, and saves every figure to
-``benchmarks/results/contrast_sweep.json`` (``refine_steps_sweep.json``, ``energy_sweep.json``
-for the other two).
+``benchmarks/results/contrast_sweep.json`` (``refine_steps_sweep.json``, ``energy_sweep.json``,
+``mask_power_sweep.json`` for the others).
 """
 
 from __future__ import annotations
@@ -50,7 +53,13 @@ from nmfinterp.benchmark import (  # noqa: E402
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.datasets import load_fsdd  # noqa: E402
-from nmfinterp.explain import CONTRAST_PENALTY, ENERGY_PENALTY, REFINE_STEPS, explain  # noqa: E402
+from nmfinterp.explain import (  # noqa: E402
+    CONTRAST_PENALTY,
+    ENERGY_PENALTY,
+    MASK_POWER,
+    REFINE_STEPS,
+    explain,
+)
 
 CONDITIONS = ("clean", "mix_0.8_0.2", "mix_equal")
 METRICS = ("Fid-In", "FF", "AI", "AD", "si_sdr_gap", "energy_share", "mask_mean")
@@ -63,6 +72,7 @@ PARAMS = {
     ),
     "refine_steps": (REFINE_STEPS, [0, 5, 10, 20, 40, 80], "refine_steps_sweep"),
     "energy_penalty": (ENERGY_PENALTY, [0.0, 0.3, 1.0, 3.0, 10.0, 30.0], "energy_sweep"),
+    "mask_power": (MASK_POWER, [1.0, 1.5, 2.0, 3.0], "mask_power_sweep"),
 }
 
 

@@ -143,6 +143,11 @@ SWEEPS = {
         "The energy term's weight",
         "python benchmarks/contrast_sweep.py --param energy_penalty",
     ),
+    "mask_power": (
+        "mask_power_sweep",
+        "The mask's sharpness",
+        "python benchmarks/contrast_sweep.py --param mask_power",
+    ),
 }
 
 

@@ -425,7 +425,9 @@ def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
     return gates
 
 
-def oracle_gate_masks(W, spectrogram, activations, deciding, other, gates=None) -> np.ndarray:
+def oracle_gate_masks(
+    W, spectrogram, activations, deciding, other, gates=None, power=1.0
+) -> np.ndarray:
     """Masks from nmfinterp's own components and H, gated with the true sources (an upper bound).
 
     Component k is kept in frame t when its pattern correlates more with the deciding source's
@@ -435,7 +437,8 @@ def oracle_gate_masks(W, spectrogram, activations, deciding, other, gates=None) 
     With ``gates`` (an explainer's own per-clip ``(K, T)`` gates, such as ``Explanations.gates``),
     a component is kept where both keep it: that explainer's selection with what it kept of the
     other source taken out. Whether the classifier still recognises that tells whether the
-    explainer kept the other source because the decision needs it.
+    explainer kept the other source because the decision needs it. ``power``: the mask's
+    sharpness (:func:`~nmfinterp.explain.soft_mask`), the explainer's own.
     """
     from .spectrogram import log_magnitude
 
@@ -446,7 +449,7 @@ def oracle_gate_masks(W, spectrogram, activations, deciding, other, gates=None) 
     keep = (torch.einsum("fk,nft->nkt", W, Vd - Vo) > 0).float()
     if gates is not None:
         keep = keep * torch.as_tensor(np.stack(gates), dtype=torch.float32)
-    return soft_mask(W, H, keep).numpy()
+    return soft_mask(W, H, keep, power).numpy()
 
 
 def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources):
@@ -491,10 +494,13 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return all_masks(spec, x), "linear"
     if method == "oracle gates (true sources)":
         W = pipes["nmfinterp"][1].dictionary_
-        return oracle_gate_masks(W, spec, ex.activations, *sources), "linear"
+        power = ex.settings["mask_power"]
+        return oracle_gate_masks(W, spec, ex.activations, *sources, power=power), "linear"
     if method == "oracle gates within nmfinterp's selection":
         W = pipes["nmfinterp"][1].dictionary_
-        return oracle_gate_masks(W, spec, ex.activations, *sources, gates=ex.gates), "linear"
+        power = ex.settings["mask_power"]
+        masks = oracle_gate_masks(W, spec, ex.activations, *sources, ex.gates, power)
+        return masks, "linear"
     if method == "L-MAC-style decoder":
         return lmac.masks(x, classes), "linear"
     if method == "black-box NMF":

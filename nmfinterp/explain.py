@@ -26,6 +26,8 @@ ENERGY_PENALTY = 0.3
 #: weight of the refinement's contrast term by default (see :func:`contrast_weights`;
 #: docs/benchmarks.md measures it against 0)
 CONTRAST_PENALTY = 100.0
+#: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
+MASK_POWER = 1.0
 
 
 def relevance(
@@ -111,16 +113,36 @@ def contrast_weights(
     return rivals.clamp(0.0, 1.0)
 
 
-def soft_mask(W: torch.Tensor, H: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def soft_mask(
+    W: torch.Tensor, H: torch.Tensor, weights: torch.Tensor, power: float = 1.0
+) -> torch.Tensor:
     """M = (Σ_k w_k (g_k ⊙ h_k)ᵀ) / (W H + ε), in [0, 1], ``(n_clips, F, T)``.
 
     ``weights`` g are 0/1 for a hard selection (or in [0, 1] for a soft one): ``(n_clips, K)``, one
     per component for the whole clip, or ``(n_clips, K, T)``, one per component and frame.
+
+    ``power`` p ≥ 1 sharpens the ratio r = W(g ⊙ H) / (W H) into the generalised Wiener mask
+    r^p / (r^p + (1 − r)^p) (the kept and the dropped part of the model, each raised to p): 1 is
+    the ratio itself, 2 the Wiener filter on power spectra. A bin that the kept components
+    dominate goes towards 1, one that the dropped components dominate towards 0.
+
+    Examples
+    --------
+    >>> W = torch.tensor([[3.0, 1.0], [1.0, 3.0]])  # two bins, two components
+    >>> H, keep_first = torch.ones(1, 2, 1), torch.tensor([[1.0, 0.0]])  # one frame
+    >>> soft_mask(W, H, keep_first)[0, :, 0].tolist()  # r = 3/4, 1/4
+    [0.75, 0.25]
+    >>> [round(v, 3) for v in soft_mask(W, H, keep_first, power=2.0)[0, :, 0].tolist()]
+    [0.9, 0.1]
     """
     full = torch.matmul(W, H).add_(_EPS)  # (F, K) @ (n, K, T): W H (+ ε) for every clip
     g = weights[:, :, None] if weights.dim() == 2 else weights
     part = torch.matmul(W, H * g)
-    return (part / full).clamp(0.0, 1.0)
+    r = (part / full).clamp(0.0, 1.0)
+    if power == 1:
+        return r
+    kept = r.pow(power)
+    return kept / (kept + (1.0 - r).pow(power))
 
 
 def masked_spectrum(spec: torch.Tensor, mask: torch.Tensor, domain: str = "linear") -> torch.Tensor:
@@ -233,6 +255,7 @@ def refine_selection(
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float = 0.0,
     scores: torch.Tensor | None = None,
+    mask_power: float = 1.0,
     lr: float = 0.5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
@@ -252,7 +275,8 @@ def refine_selection(
     one gate per component and frame (component k can be kept where it carries the decision and
     dropped where it does not: on ESC-10 mixtures this was more faithful and kept less of the
     interfering source than one gate per component); ``per_frame=False`` has one gate per
-    component for the whole clip (returned broadcast over the frames). Only the gates move (the
+    component for the whole clip (returned broadcast over the frames). ``mask_power``: the mask's
+    sharpness (:func:`soft_mask`), the same as the explanation's. Only the gates move (the
     dictionary, H and the classifier are fixed), so the explanation stays a sum of the
     interpreter's components. Gates whose refined value is above 0.5 are kept (at most ``top_k``
     components per clip, by relevance), unless the interpreter's own selection (``r > 0``) scores
@@ -276,7 +300,7 @@ def refine_selection(
     with frozen(interpreter.classifier):
         with torch.enable_grad():
             for _ in range(steps):
-                loss = objective(soft_mask(W, H, torch.sigmoid(logit))).sum()
+                loss = objective(soft_mask(W, H, torch.sigmoid(logit), mask_power)).sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -289,8 +313,8 @@ def refine_selection(
             else:  # at most top_k components, the most relevant ones
                 refined = logit.detach() > 0
                 refined &= select_components(r, top_k, -float("inf"))[:, :, None]
-            before = objective(soft_mask(W, H, start.float()))
-            after = objective(soft_mask(W, H, refined.float()))
+            before = objective(soft_mask(W, H, start.float(), mask_power))
+            after = objective(soft_mask(W, H, refined.float(), mask_power))
     return torch.where((after <= before).cpu()[:, None, None], refined, start)
 
 
@@ -371,6 +395,7 @@ def explain_clips(
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float | None = None,
     amortised: bool = False,
+    mask_power: float = MASK_POWER,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -421,6 +446,17 @@ def explain_clips(
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
     contrast_penalty = _contrast_penalty(interpreter, contrast_penalty)
+    if (
+        isinstance(mask_power, bool)
+        or not isinstance(mask_power, int | float | np.number)
+        or not mask_power >= 1
+        or not np.isfinite(mask_power)
+    ):
+        raise ValueError(
+            f"mask_power={mask_power!r}; expected a finite number >= 1 (1: the ratio mask, 2: the "
+            "Wiener mask on power spectra)."
+        )
+    mask_power = float(mask_power)
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
@@ -491,13 +527,14 @@ def explain_clips(
                         energy_penalty=energy_penalty,
                         contrast_penalty=contrast_penalty,
                         scores=scores,
+                        mask_power=mask_power,
                     )
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
                     keep &= select_components(r, top_k, -float("inf"))[:, :, None]
                 else:
                     keep = select_components(r, top_k, threshold)[:, :, None].expand_as(H)
-                M = soft_mask(W, H, keep.float())
+                M = soft_mask(W, H, keep.float(), mask_power)
                 wave = spec.apply_mask(x, M, mask_domain)
             for j, i in enumerate(idx):
                 order = torch.argsort(r[j], descending=True)
@@ -536,6 +573,7 @@ def explain_clips(
             "energy_penalty": energy_penalty,
             "contrast_penalty": contrast_penalty,
             "amortised": amortised,
+            "mask_power": mask_power,
             "single": single,
         },
     )
@@ -556,6 +594,7 @@ def explain(
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float | None = None,
     amortised: bool = False,
+    mask_power: float = MASK_POWER,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -612,6 +651,12 @@ def explain(
         :meth:`~nmfinterp.InterpreterEstimator.fit_gates`) instead of refining them through the
         classifier: one pass, about the cost of ``refine_steps=0``, and in the benchmark more
         faithful than it but less than the refinement (docs/benchmarks.md).
+    mask_power : float, default=1.0
+        The mask's sharpness p ≥ 1 (:func:`soft_mask`): 1 is the ratio of the kept components'
+        model to the whole model, W_S H_S / (W H); p > 1 the generalised Wiener mask
+        r^p / (r^p + (1 − r)^p), which keeps less of the bins the dropped components dominate
+        (on a mixture, more of them belong to the other source) and more of those the kept ones
+        dominate. The refinement optimises the gates through the same mask.
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
@@ -638,6 +683,7 @@ def explain(
         energy_penalty=energy_penalty,
         contrast_penalty=contrast_penalty,
         amortised=amortised,
+        mask_power=mask_power,
         batch_size=batch_size,
         sr=sr,
         verbose=verbose,

@@ -106,7 +106,7 @@ def component_audio(
         weights[0, component] = torch.as_tensor(np.asarray(gates)[component], dtype=torch.float32)
     else:
         weights[0, component] = 1.0
-    M = soft_mask(W, H, weights)
+    M = soft_mask(W, H, weights)  # its share of the model (no mask_power: one component alone)
     x = input_waveform(explanations, index)
     S = spec.stft(x[None])
     domain = explanations.settings.get("mask_domain", "linear")

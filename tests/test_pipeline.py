@@ -351,6 +351,38 @@ def test_an_interpreter_without_class_usage_explains_without_the_contrast_term(s
         explain(old, x, contrast_penalty=10.0)
 
 
+def test_mask_power_sharpens_the_mask_of_the_same_gates(setup, fitted):
+    """mask_power=p turns the ratio r of the kept components' model into r^p / (r^p + (1 - r)^p):
+    the same gates without refinement, a mask nearer 0 and 1, and the refinement optimises the
+    gates through that mask (its explanation's mask is the sharpened one of its own gates)."""
+    x = setup[2].waveforms[:4]
+    ratio = explain(fitted, x, refine_steps=0)
+    assert ratio.settings["mask_power"] == 1.0
+    sharp = explain(fitted, x, refine_steps=0, mask_power=2)
+    assert sharp.settings["mask_power"] == 2.0
+    for j in range(len(x)):
+        np.testing.assert_array_equal(sharp.gates[j], ratio.gates[j])
+        r = ratio.masks[j]
+        np.testing.assert_allclose(sharp.masks[j], r**2 / (r**2 + (1 - r) ** 2), atol=1e-5)
+        # further from 0.5 everywhere the ratio is not 0, 0.5 or 1
+        assert np.all(np.abs(sharp.masks[j] - 0.5) >= np.abs(r - 0.5) - 1e-6)
+    np.testing.assert_array_equal(
+        np.asarray(explain(fitted, x, refine_steps=0, mask_power=1)), np.asarray(ratio)
+    )
+    W = torch.as_tensor(fitted[1].dictionary_, dtype=torch.float32)
+    refined = explain(fitted, x, refine_steps=5, mask_power=3.0)
+    for j in range(len(x)):
+        H = torch.as_tensor(refined.activations[j])[None]
+        g = torch.as_tensor(refined.gates[j], dtype=torch.float32)[None]
+        np.testing.assert_allclose(refined.masks[j], soft_mask(W, H, g, 3.0)[0].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("power", [0.5, 0, float("nan"), float("inf"), "2", True])
+def test_bad_mask_power_is_named(setup, fitted, power):
+    with pytest.raises(ValueError, match=r"mask_power=.*expected a finite number >= 1"):
+        explain(fitted, setup[2].waveforms[:1], mask_power=power)
+
+
 @pytest.mark.parametrize("per_frame", [1, "yes", None])
 def test_bad_per_frame_is_named(setup, fitted, per_frame):
     with pytest.raises(ValueError, match="per_frame"):
