@@ -4,6 +4,7 @@
     python benchmarks/contrast_sweep.py --param refine_steps [--weights 0 5 10 20 40 80]
     python benchmarks/contrast_sweep.py --param energy_penalty [--weights 0 0.3 1 3 10 30]
     python benchmarks/contrast_sweep.py --param mask_power [--weights 1 1.5 2 3]
+    python benchmarks/contrast_sweep.py --mask-power 2 --out F.json   # another param at mask_power=2
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -91,9 +92,16 @@ def main(argv=None) -> int:
     )
     add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")
+    p.add_argument(
+        "--mask-power",
+        type=float,
+        default=MASK_POWER,
+        help="explain's mask_power for every value of another --param (%(default)s)",
+    )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
     default, values, name = PARAMS[args.param]
+    fixed = {} if args.param == "mask_power" else {"mask_power": args.mask_power}
     args.weights = values if args.weights is None else args.weights
     bad = [w for w in args.weights if not w >= 0]
     if args.param == "refine_steps":
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
         x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
         for w in args.weights:
             t = time.perf_counter()
-            ex = explain(pipe, x, classes=classes, **{args.param: w})
+            ex = explain(pipe, x, classes=classes, **fixed, **{args.param: w})
             seconds = time.perf_counter() - t
             r = score_masks(probs, spec, x, np.stack(ex.masks), classes, deciding, other)
             r["seconds_per_clip"] = seconds / len(x)
@@ -144,7 +152,7 @@ def main(argv=None) -> int:
         "param": args.param,
         "default_weight": default,
         # explain's other settings in this run: their defaults at this commit
-        "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param},
+        "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param} | fixed,
         "weights": args.weights,
         "results": results,
         "commit": commit,
