@@ -151,11 +151,19 @@ SWEEPS = {
 }
 
 
-def sweep_lines(sweep: dict, titles: dict) -> list[str]:
+def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]:
     """A sweep's section, from benchmarks/contrast_sweep.py's JSON (one explain setting over
-    its values; saved before ``param`` existed: the contrast weight)."""
+    its values; saved before ``param`` existed: the contrast weight). ``name``: the JSON's, when
+    not the param's own (a sweep run with ``--mask-power`` and ``--out``)."""
     param = sweep.get("param", "contrast_penalty")
-    name, title, command = SWEEPS[param]
+    default_name, title, command = SWEEPS[param]
+    power = sweep.get("settings", {}).get("mask_power", 1.0)
+    if param != "mask_power" and power != 1.0:
+        title += f" at mask_power={power:g}"
+        command += f" --mask-power {power:g}"
+    if name is not None and name != default_name:
+        command += f" --out benchmarks/results/{name}.json"
+    name = name or default_name
     cols = [
         ("Fid-In", ".2f"),
         ("FF", ".2f"),
@@ -463,7 +471,7 @@ def render(
     res: dict,
     src: str,
     seeds: dict | None = None,
-    sweeps: list[dict] = (),
+    sweeps: list[tuple[dict, str]] = (),
     gates_study: dict | None = None,
     splits: list[tuple[dict, str, dict | None]] = (),
     device: dict | None = None,
@@ -716,8 +724,8 @@ def render(
     ]
     if not s["quick"]:
         lines += dictionary_lines(res, list(dictionaries))
-    for sweep in sweeps if not s["quick"] else ():
-        lines += sweep_lines(sweep, res["conditions"])
+    for sweep, name in sweeps if not s["quick"] else ():
+        lines += sweep_lines(sweep, res["conditions"], name)
     if gates_study is not None and not s["quick"]:
         lines += gates_lines(gates_study)
     if device is not None and not s["quick"]:
@@ -764,7 +772,13 @@ def main(argv=None):
         for p in srcs
     ]
     seeds = _saved("fidelity_seeds")
-    sweeps = [r for r in (_saved(name) for name, *_ in SWEEPS.values()) if r is not None]
+    # each param's sweep, then the sweeps run at another mask_power (contrast_sweep.py --mask-power
+    # P --out benchmarks/results/<param's sweep>_mask_powerP.json)
+    names = [name for name, *_ in SWEEPS.values()]
+    names += sorted(
+        p.stem for p in (ROOT / "benchmarks" / "results").glob("*_sweep_mask_power*.json")
+    )
+    sweeps = [(r, name) for name in names if (r := _saved(name)) is not None]
     res = merge([json.loads(p.read_text()) for p in srcs])
     # other splits of the data: esc10.py --name esc10_test_foldN (and fidelity_seeds.py's JSON)
     splits = [

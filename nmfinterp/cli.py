@@ -521,6 +521,7 @@ def _explain_inputs(args):
         **({} if args.energy_penalty is None else {"energy_penalty": args.energy_penalty}),
         contrast_penalty=args.contrast_penalty,
         amortised=args.amortised,
+        **({} if args.mask_power is None else {"mask_power": args.mask_power}),
         verbose=args.verbose,
     )
     names = _clip_names(paths, args.inputs)
@@ -653,6 +654,13 @@ def _non_negative_float(text: str) -> float:
     return v
 
 
+def _mask_power(text: str) -> float:
+    v = _float(text)
+    if not (v >= 1 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"{v} is not a finite number >= 1")
+    return v
+
+
 def _explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model saved by 'nmfinterp fit' (.joblib)")
     p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
@@ -694,6 +702,14 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         metavar="X",
         help="with refinement, weight of the energy kept from components that other classes the "
         "classifier hears use more than the explained one (default: 100; 0: off)",
+    )
+    p.add_argument(
+        "--mask-power",
+        type=_mask_power,
+        default=None,
+        metavar="P",
+        help="sharpen the mask into r^P / (r^P + (1 - r)^P), r the kept components' share of the "
+        "model (default: 1, the ratio itself; 2: the Wiener mask)",
     )
     p.add_argument(
         "--per-clip-gates",

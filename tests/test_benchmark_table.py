@@ -176,6 +176,14 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     # saved before `settings` existed: the default alone
     del sweep["settings"]
     assert "(the default at that commit: 1)" in "\n".join(make_table.sweep_lines(sweep, {}))
+    # run at another mask sharpness: the title and the command say so, and where it was saved
+    sweep["settings"] = {"mask_power": 2.0}
+    text = "\n".join(make_table.sweep_lines(sweep, {}, "energy_sweep_mask_power2"))
+    assert "## The energy term's weight at mask_power=2" in text
+    assert (
+        "`benchmarks/results/energy_sweep_mask_power2.json` (`python benchmarks/contrast_sweep.py "
+        "--param energy_penalty --mask-power 2 --out benchmarks/results/energy_sweep_mask_power2.json`"
+    ) in text
 
 
 def test_another_split_shows_its_command_targets_and_seeds(make_table):
