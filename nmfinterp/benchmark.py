@@ -374,6 +374,8 @@ def train_benchmark_classifier(train, test, n_classes: int, sr: int, epochs: int
 
 
 def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
+    if "pooling" in cfg:
+        params.setdefault("pooling", cfg["pooling"])
     faithfulness = params.get("faithfulness", InterpreterEstimator().faithfulness)
     if cfg["faithfulness_epochs"] is not None and faithfulness > 0:
         params.setdefault("faithfulness_epochs", cfg["faithfulness_epochs"])
@@ -1056,6 +1058,13 @@ def main(argv=None) -> int:
         help="the ESC classifier's interpreters with NMFDictionary(per_class=True): a block of "
         "K / n_classes patterns per class",
     )
+    p.add_argument(
+        "--pooling",
+        choices=["attention", "max", "mean"],
+        default=None,
+        help="the ESC classifier's interpreters with this pooling over time (default: "
+        "InterpreterEstimator's, attention)",
+    )
     p.add_argument("--name", default=None, help="JSON file name (default: esc10 / esc10_quick)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -1072,6 +1081,8 @@ def main(argv=None) -> int:
             p.error(f"--n-components {args.n_components}: expected an integer >= 2")
         cfg["n_components"] = args.n_components
     cfg["per_class"] = args.per_class
+    if args.pooling is not None:
+        cfg["pooling"] = args.pooling
     t_start = time.perf_counter()
     commit = _git_commit()  # before any work: the code the run ran, not what changed meanwhile
 

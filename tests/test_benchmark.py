@@ -1,6 +1,7 @@
 """The benchmark's building blocks: conditions, decisions, scoring (small synthetic data)."""
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -203,3 +204,29 @@ def test_the_dictionary_is_an_argument_of_the_benchmark(capsys):
     with pytest.raises(SystemExit):
         main(["--n-components", "1"])
     assert "--n-components 1: expected an integer >= 2" in capsys.readouterr().err
+
+
+def test_the_interpreters_pooling_is_an_argument_of_the_benchmark(monkeypatch, capsys):
+    import nmfinterp.benchmark as bench
+
+    seen = []
+
+    class Fitted:
+        def fit(self, X, y):
+            return self
+
+    def fake_build(*args, **kwargs):
+        seen.append(kwargs)
+        return Fitted()
+
+    monkeypatch.setattr(bench, "build_pipeline", fake_build)
+    clips = types.SimpleNamespace(waveforms=np.zeros((2, 8)))
+    cfg = {"n_components": 4, "epochs": 1, "faithfulness_epochs": None, "pooling": "mean"}
+    bench._fit_pipeline(None, 16000, cfg, clips, np.zeros((2, 3)))
+    bench._fit_pipeline(None, 16000, cfg, clips, np.zeros((2, 3)), pooling="max")
+    no_pooling = {k: v for k, v in cfg.items() if k != "pooling"}  # without --pooling
+    bench._fit_pipeline(None, 16000, no_pooling, clips, np.zeros((2, 3)))
+    assert [k.get("pooling") for k in seen] == ["mean", "max", None]
+    with pytest.raises(SystemExit):
+        bench.main(["--pooling", "median"])
+    assert "--pooling: invalid choice: 'median'" in capsys.readouterr().err
