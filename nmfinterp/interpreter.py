@@ -382,8 +382,9 @@ class InterpreterEstimator(BaseEstimator):
     pooling : {"attention", "max", "mean"}, default="attention"
         Θ's pooling over time: L2I's gated attention, or the simple variants. On ESC-10, over ten
         seeds on three splits, "mean" agreed with the classifier more often on two splits and less
-        often on the third (mean top-1 fidelity 0.929 against 0.924; docs/method.md): a parameter
-        to grid-search rather than a better default.
+        often on the third (mean top-1 fidelity 0.929 against 0.924), and its refined
+        explanations were no more faithful (docs/method.md): a parameter to grid-search rather
+        than a better default.
     alpha, beta : float, default=10.0, 0.8
         Weights of the reconstruction and sparsity terms relative to L_FID (L2I's official ratios).
     epochs, batch_size, lr : training settings (Adam).
