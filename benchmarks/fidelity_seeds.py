@@ -23,6 +23,14 @@ Settings are compared seed by seed (the same seed gives both the same dictionary
 initialisation); the dictionary is fitted once per seed and shared by the interpreter's settings (a
 dictionary setting fits its own), and each fit's seconds are that front end's plus the
 interpreter's (what a pipeline fit costs).
+
+The JSON also keeps, per setting and seed, the interpreter's class probabilities on the test clips
+(``interpreter_test_probs``) next to the classifier's (``classifier_test_probs``), and each setting's
+summary says two things about the clips the interpreter misses: the top-1 fidelity of the average
+of its seeds' probabilities (``ensemble_fidelity``: would averaging several fits agree more often?)
+and the classifier's own margin on the missed clips (``missed_margin_median``, its top probability
+minus its second, against ``margin_median`` over every test clip): an interpreter that misses only
+clips the classifier itself hardly decides is missing boundary cases, not the classifier's reasons.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     FULL,
     _git_commit,
     _log,
+    _softmax,
     add_split_arguments,
     load_split,
     save_results,
@@ -64,6 +73,29 @@ SETTINGS = {
 DICTIONARY_SETTINGS = {
     "per_class=True": {"per_class": True},
 }
+
+
+def missed_clips(probs: np.ndarray, decided: np.ndarray, margin: np.ndarray) -> dict:
+    """What a setting's misses look like, from its seeds' test probabilities ``(n_seeds, n_clips,
+    n_classes)``, the classifier's decisions and its margins (top probability minus the second):
+    the fidelity of the seeds' averaged probabilities, and the classifier's median margin on the
+    (seed, clip) pairs the interpreter missed and on every clip.
+
+    >>> probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.8, 0.2], [0.45, 0.55]]])
+    >>> missed_clips(probs, np.array([0, 0]), np.array([0.8, 0.1]))
+    {'ensemble_fidelity': 1.0, 'missed_margin_median': 0.1, 'margin_median': 0.45, 'n_missed': 1}
+    """
+    missed = probs.argmax(-1) != decided[None, :]
+    return {
+        "ensemble_fidelity": float(np.mean(probs.mean(0).argmax(-1) == decided)),
+        "missed_margin_median": (
+            float(np.median(np.broadcast_to(margin, missed.shape)[missed]))
+            if missed.any()
+            else float("nan")
+        ),
+        "margin_median": float(np.median(margin)),
+        "n_missed": int(missed.sum()),
+    }
 
 
 def main(argv=None) -> int:
@@ -93,6 +125,7 @@ def main(argv=None) -> int:
     )
     _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
     fidelity: dict[str, list[float]] = {name: [] for name in names}
+    test_probs: dict[str, list[np.ndarray]] = {name: [] for name in names}
     seconds: dict[str, list[float]] = {name: [] for name in names}
     commit = _git_commit()  # before the fits: the code they ran
     interpreter_seconds: dict[str, list[float]] = {name: [] for name in names}
@@ -103,6 +136,7 @@ def main(argv=None) -> int:
         interpreter_seconds[name].append(time.perf_counter() - t)
         seconds[name].append(front_seconds + interpreter_seconds[name][-1])  # a pipeline fit
         fidelity[name].append(float(interp.score(Xt, y_test)))
+        test_probs[name].append(interp.predict_proba(Xt))
         _log(f"seed {seed} {name}: fidelity {fidelity[name][-1]:.4f} ({seconds[name][-1]:.0f} s)")
 
     def front_end(seed, dictionary_params=None):
@@ -135,6 +169,10 @@ def main(argv=None) -> int:
         for k in sorted({k for params in group.values() for k in params})
     }
     base = np.array(fidelity["defaults"])
+    clf_probs = _softmax(y_test)
+    decided = clf_probs.argmax(1)
+    top2 = np.sort(clf_probs, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]  # the classifier's top probability minus its second
     summary = {}
     for name, values in fidelity.items():
         v = np.array(values)
@@ -147,11 +185,15 @@ def main(argv=None) -> int:
             "defaults_lower": int((base < v).sum()),
             "mean_fit_seconds": float(np.mean(seconds[name])),
             "mean_interpreter_fit_seconds": float(np.mean(interpreter_seconds[name])),
+            **missed_clips(np.stack(test_probs[name]), decided, margin),
         }
         _log(
             f"{name}: mean {v.mean():.4f} (sd {v.std(ddof=1):.4f}, {v.min():.4f} .. {v.max():.4f}); "
             f"the defaults higher on {summary[name]['defaults_higher']} seeds, lower on "
-            f"{summary[name]['defaults_lower']}"
+            f"{summary[name]['defaults_lower']}; the {args.seeds} seeds averaged: "
+            f"{summary[name]['ensemble_fidelity']:.4f}; the classifier's margin on missed clips: "
+            f"median {summary[name]['missed_margin_median']:.3f} (all clips: "
+            f"{summary[name]['margin_median']:.3f})"
         )
     out = {
         "data": args.data,
@@ -168,6 +210,10 @@ def main(argv=None) -> int:
         "fidelity": fidelity,
         "fit_seconds": seconds,
         "interpreter_fit_seconds": interpreter_seconds,
+        "classifier_test_probs": np.round(clf_probs, 4).tolist(),
+        "interpreter_test_probs": {
+            k: np.round(np.stack(v), 4).tolist() for k, v in test_probs.items()
+        },
         "summary": summary,
         "commit": commit,
         "torch_threads": torch.get_num_threads(),

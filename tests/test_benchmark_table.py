@@ -320,3 +320,29 @@ def test_the_dictionary_section_has_one_row_per_run_beside_the_full_run(make_tab
         lines[-1]
         == '`...` is `python benchmarks/esc10.py --methods "nmfinterp" --skip silero cost`.'
     )
+
+
+def test_fidelity_seeds_describes_the_clips_the_interpreter_misses():
+    spec = importlib.util.spec_from_file_location(
+        "fidelity_seeds", ROOT / "benchmarks" / "fidelity_seeds.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    np = pytest.importorskip("numpy")
+    # two seeds, three clips, the classifier decides class 0 on each
+    probs = np.array(
+        [
+            [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]],  # misses clip 2
+            [[0.8, 0.2], [0.4, 0.6], [0.3, 0.7]],  # misses clips 1 and 2
+        ]
+    )
+    margins = np.array([0.9, 0.2, 0.05])
+    r = module.missed_clips(probs, np.zeros(3, dtype=int), margins)
+    # averaged: clip 0 [0.85, 0.15], clip 1 [0.5, 0.5] (a tie goes to class 0), clip 2 [0.25, 0.75]
+    assert r["ensemble_fidelity"] == pytest.approx(2 / 3)
+    assert r["n_missed"] == 3
+    assert r["missed_margin_median"] == pytest.approx(0.05)  # of 0.05, 0.2, 0.05
+    assert r["margin_median"] == pytest.approx(0.2)
+    none = module.missed_clips(probs[:, :1], np.zeros(1, dtype=int), margins[:1])
+    assert none["ensemble_fidelity"] == 1.0 and none["n_missed"] == 0
+    assert np.isnan(none["missed_margin_median"])
