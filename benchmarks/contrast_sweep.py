@@ -4,6 +4,7 @@
     python benchmarks/contrast_sweep.py --param refine_steps [--weights 0 5 10 20 40 80]
     python benchmarks/contrast_sweep.py --param energy_penalty [--weights 0 0.3 1 3 10 30]
     python benchmarks/contrast_sweep.py --param mask_power [--weights 1 1.5 2 3]
+    python benchmarks/contrast_sweep.py --param residual_weight [--weights 0 0.25 0.5 1]
     python benchmarks/contrast_sweep.py --mask-power 2 --out F.json   # another param at mask_power=2
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
@@ -16,13 +17,15 @@ them; does its faithfulness, or the share of the explanation's energy from the d
 ``--param energy_penalty``: the weight of the share of the clip's energy the explanation keeps
 (both sources alike). ``--param mask_power``: the explanation mask's sharpness (1: the ratio of the
 kept components' model to the whole; 2: the Wiener mask on power spectra), which the refinement
-optimises through.
+optimises through. ``--param residual_weight``: the weight of the objective's residual term (how
+much what the explanation leaves out must lose the decision).
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
 full settings), then explains fold 4's clean clips, 0.8/0.2 mixtures and equal-level mixtures with
 each value, scores them as the benchmark does, and saves every figure to
 ``benchmarks/results/contrast_sweep.json`` (``refine_steps_sweep.json``, ``energy_sweep.json``,
-``mask_power_sweep.json`` for the others).
+``mask_power_sweep.json``, ``residual_sweep.json`` for the others; ``--out`` names another, e.g.
+for another split with ``--train-folds`` and ``--test-fold``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from nmfinterp.explain import (  # noqa: E402
     ENERGY_PENALTY,
     MASK_POWER,
     REFINE_STEPS,
+    RESIDUAL_WEIGHT,
     explain,
 )
 
@@ -74,6 +78,7 @@ PARAMS = {
     "refine_steps": (REFINE_STEPS, [0, 5, 10, 20, 40, 80], "refine_steps_sweep"),
     "energy_penalty": (ENERGY_PENALTY, [0.0, 0.3, 1.0, 3.0, 10.0, 30.0], "energy_sweep"),
     "mask_power": (MASK_POWER, [1.0, 1.5, 2.0, 3.0], "mask_power_sweep"),
+    "residual_weight": (RESIDUAL_WEIGHT, [0.0, 0.25, 0.5, 1.0], "residual_sweep"),
 }
 
 
@@ -88,7 +93,8 @@ def main(argv=None) -> int:
         nargs="+",
         default=None,
         help="the values swept (contrast_penalty: 0 10 30 100 300 1000; refine_steps: "
-        "0 5 10 20 40 80; energy_penalty: 0 0.3 1 3 10 30)",
+        "0 5 10 20 40 80; energy_penalty: 0 0.3 1 3 10 30; mask_power: 1 1.5 2 3; "
+        "residual_weight: 0 0.25 0.5 1)",
     )
     add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")

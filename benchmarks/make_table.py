@@ -148,19 +148,28 @@ SWEEPS = {
         "The mask's sharpness",
         "python benchmarks/contrast_sweep.py --param mask_power",
     ),
+    "residual_weight": (
+        "residual_sweep",
+        "The residual term's weight",
+        "python benchmarks/contrast_sweep.py --param residual_weight",
+    ),
 }
 
 
 def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]:
     """A sweep's section, from benchmarks/contrast_sweep.py's JSON (one explain setting over
     its values; saved before ``param`` existed: the contrast weight). ``name``: the JSON's, when
-    not the param's own (a sweep run with ``--mask-power`` and ``--out``)."""
+    not the param's own (a sweep run with ``--mask-power`` or on another split, and ``--out``)."""
     param = sweep.get("param", "contrast_penalty")
     default_name, title, command = SWEEPS[param]
     power = sweep.get("settings", {}).get("mask_power", 1.0)
     if param != "mask_power" and power != 1.0:
         title += f" at mask_power={power:g}"
         command += f" --mask-power {power:g}"
+    train_folds, test_fold = sweep.get("train_folds", [1, 2, 3]), sweep.get("test_fold", 4)
+    if list(train_folds) != [1, 2, 3] or test_fold != 4:
+        title += f", trained on folds {list(train_folds)}, tested on fold {test_fold}"
+        command += f" --train-folds {' '.join(map(str, train_folds))} --test-fold {test_fold}"
     if name is not None and name != default_name:
         command += f" --out benchmarks/results/{name}.json"
     name = name or default_name
@@ -772,12 +781,11 @@ def main(argv=None):
         for p in srcs
     ]
     seeds = _saved("fidelity_seeds")
-    # each param's sweep, then the sweeps run at another mask_power (contrast_sweep.py --mask-power
-    # P --out benchmarks/results/<param's sweep>_mask_powerP.json)
+    # each param's sweep, then the sweeps run at another mask_power or on another split
+    # (contrast_sweep.py --mask-power P / --train-folds .. --test-fold N, with --out
+    # benchmarks/results/<param's sweep>_<what differs>.json)
     names = [name for name, *_ in SWEEPS.values()]
-    names += sorted(
-        p.stem for p in (ROOT / "benchmarks" / "results").glob("*_sweep_mask_power*.json")
-    )
+    names += sorted(p.stem for p in (ROOT / "benchmarks" / "results").glob("*_sweep_*.json"))
     sweeps = [(r, name) for name in names if (r := _saved(name)) is not None]
     res = merge([json.loads(p.read_text()) for p in srcs])
     # other splits of the data: esc10.py --name esc10_test_foldN (and fidelity_seeds.py's JSON)

@@ -522,6 +522,7 @@ def _explain_inputs(args):
         contrast_penalty=args.contrast_penalty,
         amortised=args.amortised,
         **({} if args.mask_power is None else {"mask_power": args.mask_power}),
+        **({} if args.residual_weight is None else {"residual_weight": args.residual_weight}),
         verbose=args.verbose,
     )
     names = _clip_names(paths, args.inputs)
@@ -654,6 +655,13 @@ def _non_negative_float(text: str) -> float:
     return v
 
 
+def _finite_non_negative_float(text: str) -> float:
+    v = _non_negative_float(text)
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{v} is not a finite number >= 0")
+    return v
+
+
 def _mask_power(text: str) -> float:
     v = _float(text)
     if not (v >= 1 and np.isfinite(v)):
@@ -710,6 +718,14 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help="sharpen the mask into r^P / (r^P + (1 - r)^P), r the kept components' share of the "
         "model (default: 1, the ratio itself; 2: the Wiener mask)",
+    )
+    p.add_argument(
+        "--residual-weight",
+        type=_finite_non_negative_float,
+        default=None,
+        metavar="W",
+        help="with refinement, weight of asking the residual to lose the decision (default: 1; "
+        "0: the residual is not asked)",
     )
     p.add_argument(
         "--per-clip-gates",

@@ -28,6 +28,8 @@ ENERGY_PENALTY = 0.3
 CONTRAST_PENALTY = 100.0
 #: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
 MASK_POWER = 1.0
+#: weight of the residual's term in the refinement's objective by default (docs/benchmarks.md)
+RESIDUAL_WEIGHT = 1.0
 
 
 def relevance(
@@ -184,7 +186,7 @@ def _contrast_penalty(interpreter, value) -> float:
 
 class _Faithfulness:
     """The faithfulness objective of a decision, per clip, for masks on a batch of clips:
-    ``CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M)
+    ``CE(f(x_in), c) − residual_weight · min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M)
     + energy_penalty · E(x_in) / E(x) + contrast_penalty · E_a(x_in) / E(x)`` (E: the STFT energy
     the mask keeps; E_a: the part of it from components weighted by :func:`contrast_weights`,
     ``Σ M ⊙ |X|² ⊙ W(a H) / (W H)``, which needs ``H`` and the classifier's ``scores`` on ``x``)."""
@@ -199,11 +201,12 @@ class _Faithfulness:
         contrast_penalty: float = 0.0,
         H: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
+        residual_weight: float = 1.0,
     ):
         from .hooks import classifier_device
 
         self.it, self.domain, self.energy_penalty = interpreter, mask_domain, energy_penalty
-        self.contrast_penalty = contrast_penalty
+        self.contrast_penalty, self.residual_weight = contrast_penalty, residual_weight
         self.dev = classifier_device(interpreter.classifier)
         self.x = x.to(self.dev)
         self.padded = interpreter.spectrogram_._padded_stft(self.x)
@@ -238,7 +241,7 @@ class _Faithfulness:
             penalty = penalty + self.energy_penalty * (M * self.power).sum(dim=(1, 2))
         if self.contrast_penalty:
             penalty = penalty + self.contrast_penalty * (M * self.contrast).sum(dim=(1, 2))
-        return ce_in - ce_out.clamp(max=self.cap) + penalty
+        return ce_in - self.residual_weight * ce_out.clamp(max=self.cap) + penalty
 
 
 def refine_selection(
@@ -256,6 +259,7 @@ def refine_selection(
     contrast_penalty: float = 0.0,
     scores: torch.Tensor | None = None,
     mask_power: float = 1.0,
+    residual_weight: float = RESIDUAL_WEIGHT,
     lr: float = 0.5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
@@ -264,7 +268,7 @@ def refine_selection(
     Starts from the interpreter's soft selection ``sigmoid(r / temperature)`` (the one its
     faithfulness term trains with; ``r`` is the relevance minus the threshold) and takes ``steps``
     Adam steps on the logits of the gates to lower the faithfulness objective of the decision
-    itself, ``CE(f(x_in), c) − min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M) +
+    itself, ``CE(f(x_in), c) − w · min(CE(f(x − x_in), c), log C) + mask_penalty · mean(M) +
     energy_penalty · E(x_in) / E(x) + contrast_penalty · E_a(x_in) / E(x)``, where x_in is the clip
     re-synthesised through the mask of the gated components, c the explained class, E(x_in) / E(x)
     the share of the clip's STFT energy the mask keeps (so the explanation drops loud parts the
@@ -276,7 +280,9 @@ def refine_selection(
     dropped where it does not: on ESC-10 mixtures this was more faithful and kept less of the
     interfering source than one gate per component); ``per_frame=False`` has one gate per
     component for the whole clip (returned broadcast over the frames). ``mask_power``: the mask's
-    sharpness (:func:`soft_mask`), the same as the explanation's. Only the gates move (the
+    sharpness (:func:`soft_mask`), the same as the explanation's. ``residual_weight`` w: how much
+    the residual x − x_in must lose the decision (up to chance, log C) next to the explanation
+    keeping it. Only the gates move (the
     dictionary, H and the classifier are fixed), so the explanation stays a sum of the
     interpreter's components. Gates whose refined value is above 0.5 are kept (at most ``top_k``
     components per clip, by relevance), unless the interpreter's own selection (``r > 0``) scores
@@ -288,7 +294,15 @@ def refine_selection(
 
     W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
     objective = _Faithfulness(
-        interpreter, x, classes, mask_domain, energy_penalty, contrast_penalty, H, scores
+        interpreter,
+        x,
+        classes,
+        mask_domain,
+        energy_penalty,
+        contrast_penalty,
+        H,
+        scores,
+        residual_weight,
     )
     T = H.shape[-1]
     # clamped so that a few steps can flip any gate (Adam moves each logit ~lr per step)
@@ -396,6 +410,7 @@ def explain_clips(
     contrast_penalty: float | None = None,
     amortised: bool = False,
     mask_power: float = MASK_POWER,
+    residual_weight: float = RESIDUAL_WEIGHT,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -457,6 +472,17 @@ def explain_clips(
             "Wiener mask on power spectra)."
         )
     mask_power = float(mask_power)
+    if (
+        isinstance(residual_weight, bool)
+        or not isinstance(residual_weight, int | float | np.number)
+        or not residual_weight >= 0
+        or not np.isfinite(residual_weight)
+    ):
+        raise ValueError(
+            f"residual_weight={residual_weight!r}; expected a finite number >= 0 (0: the residual "
+            "is not asked to lose the decision)."
+        )
+    residual_weight = float(residual_weight)
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
@@ -528,6 +554,7 @@ def explain_clips(
                         contrast_penalty=contrast_penalty,
                         scores=scores,
                         mask_power=mask_power,
+                        residual_weight=residual_weight,
                     )
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
@@ -574,6 +601,7 @@ def explain_clips(
             "contrast_penalty": contrast_penalty,
             "amortised": amortised,
             "mask_power": mask_power,
+            "residual_weight": residual_weight,
             "single": single,
         },
     )
@@ -595,6 +623,7 @@ def explain(
     contrast_penalty: float | None = None,
     amortised: bool = False,
     mask_power: float = MASK_POWER,
+    residual_weight: float = RESIDUAL_WEIGHT,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -659,6 +688,12 @@ def explain(
         dominate. The refinement optimises the gates through the same mask (the amortised gates
         were trained through the ratio mask). On ESC-10, p = 2 kept the classifier surer of the
         explanations but no less of an interfering source (docs/method.md, "The mask's sharpness").
+    residual_weight : float, default=1.0
+        With refinement, the weight w of the residual's term in its objective,
+        ``− w · min(CE(f(x − x_in), c), log C)``: how much what the explanation leaves out must
+        lose the decision, next to the explanation keeping it. A lower weight lets the explanation
+        leave out energy that supports the decision only a little (on a mixture, often the other
+        source's); ``0`` asks nothing of the residual (docs/method.md measures it).
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
@@ -686,6 +721,7 @@ def explain(
         contrast_penalty=contrast_penalty,
         amortised=amortised,
         mask_power=mask_power,
+        residual_weight=residual_weight,
         batch_size=batch_size,
         sr=sr,
         verbose=verbose,

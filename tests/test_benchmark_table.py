@@ -184,6 +184,14 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
         "`benchmarks/results/energy_sweep_mask_power2.json` (`python benchmarks/contrast_sweep.py "
         "--param energy_penalty --mask-power 2 --out benchmarks/results/energy_sweep_mask_power2.json`"
     ) in text
+    # run on another split: the title and the command name its folds
+    sweep.update(param="residual_weight", settings={}, train_folds=[1, 3, 4], test_fold=2)
+    text = "\n".join(make_table.sweep_lines(sweep, {}, "residual_sweep_test_fold2"))
+    assert "## The residual term's weight, trained on folds [1, 3, 4], tested on fold 2" in text
+    assert (
+        "(`python benchmarks/contrast_sweep.py --param residual_weight --train-folds 1 3 4 "
+        "--test-fold 2 --out benchmarks/results/residual_sweep_test_fold2.json`"
+    ) in text
 
 
 def test_another_split_shows_its_command_targets_and_seeds(make_table):

@@ -125,7 +125,7 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
     clip = next((root / "clips" / "rain").iterdir())
     out = tmp_path / "o"
     args = ["--refine-steps", "5", "--energy-penalty", "0", "--contrast-penalty", "3"]
-    args += ["--per-clip-gates", "--mask-power", "2"]
+    args += ["--per-clip-gates", "--mask-power", "2", "--residual-weight", "0.5"]
     assert main(["explain", str(fitted), str(clip), "-o", str(out), *args]) == 0
     x, _ = sf.read(clip, dtype="float32")
     ex = explain(
@@ -136,6 +136,7 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         contrast_penalty=3.0,
         per_frame=False,
         mask_power=2.0,
+        residual_weight=0.5,
     )
     wav, _ = sf.read(next(out.iterdir()), dtype="float32")
     np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
@@ -145,6 +146,10 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         assert option in capsys.readouterr().err
     assert main(["explain", str(fitted), str(clip), "-o", str(out), "--mask-power", "0.5"]) == 2
     assert "--mask-power: 0.5 is not a finite number >= 1" in capsys.readouterr().err
+    for bad in ("-1", "inf"):
+        command = ["explain", str(fitted), str(clip), "-o", str(out), "--residual-weight", bad]
+        assert main(command) == 2
+        assert "--residual-weight: " in capsys.readouterr().err
 
 
 def test_gate_epochs_then_amortised_explain_equals_the_library(corpus, tmp_path, capsys):
@@ -301,7 +306,13 @@ def test_help_everywhere_and_usage_errors(capsys):
 def test_help_states_explain_s_defaults():
     # the parser leaves these at None (explain decides); its help states the library's defaults
     from nmfinterp.cli import build_parser
-    from nmfinterp.explain import CONTRAST_PENALTY, ENERGY_PENALTY, MASK_POWER, REFINE_STEPS
+    from nmfinterp.explain import (
+        CONTRAST_PENALTY,
+        ENERGY_PENALTY,
+        MASK_POWER,
+        REFINE_STEPS,
+        RESIDUAL_WEIGHT,
+    )
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     helps = {f: a.help for a in sub.choices["explain"]._actions for f in a.option_strings}
@@ -309,6 +320,7 @@ def test_help_states_explain_s_defaults():
     assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
     assert f"(default: {CONTRAST_PENALTY:g};" in helps["--contrast-penalty"]
     assert f"(default: {MASK_POWER:g}, the ratio itself;" in helps["--mask-power"]
+    assert f"(default: {RESIDUAL_WEIGHT:g};" in helps["--residual-weight"]
 
 
 def test_bench_forwards_its_arguments(monkeypatch):

@@ -377,6 +377,43 @@ def test_mask_power_sharpens_the_mask_of_the_same_gates(setup, fitted):
         np.testing.assert_allclose(refined.masks[j], soft_mask(W, H, g, 3.0)[0].numpy(), atol=1e-6)
 
 
+def test_residual_weight_scales_the_residual_s_term(setup, fitted):
+    """The refinement's objective is CE(f(x_in), c) − w · min(CE(f(x − x_in), c), log C) + the
+    penalties: between w = 0 and w = 1 it differs by the residual's capped cross-entropy, worked
+    out here from the classifier's own outputs on the residual's audio; explain records w, and a
+    different w refines to different gates."""
+    from nmfinterp.explain import _Faithfulness
+
+    clf, _, test, _, _ = setup
+    x = torch.as_tensor(test.waveforms[:4])
+    interp = fitted[-1]
+    ex = explain(fitted, x.numpy(), refine_steps=0)
+    M = torch.as_tensor(np.stack(ex.masks))
+    classes = torch.as_tensor(ex.classes)
+    args = (interp, x, classes, "linear", 0.3, 0.0)
+    with torch.no_grad():
+        full = _Faithfulness(*args, residual_weight=1.0)(M)
+        none = _Faithfulness(*args, residual_weight=0.0)(M)
+        half = _Faithfulness(*args, residual_weight=0.5)(M)
+    logp = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.residuals)), -1)
+    ce_out = -logp[torch.arange(4), classes].clamp(min=-np.log(len(interp.classes_)))
+    np.testing.assert_allclose((none - full).numpy(), ce_out.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose((none - half).numpy(), 0.5 * ce_out.numpy(), rtol=1e-3, atol=1e-4)
+    xs = setup[2].waveforms[:8]
+    refined = {w: explain(fitted, xs, refine_steps=10, residual_weight=w) for w in (0, 1.0)}
+    assert refined[0].settings["residual_weight"] == 0.0
+    assert refined[1.0].settings["residual_weight"] == 1.0
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(refined[0].gates, refined[1.0].gates, strict=True)
+    )
+
+
+@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf"), "1", True])
+def test_bad_residual_weight_is_named(setup, fitted, weight):
+    with pytest.raises(ValueError, match=r"residual_weight=.*expected a finite number >= 0"):
+        explain(fitted, setup[2].waveforms[:1], residual_weight=weight)
+
+
 @pytest.mark.parametrize("power", [0.5, 0, float("nan"), float("inf"), "2", True])
 def test_bad_mask_power_is_named(setup, fitted, power):
     with pytest.raises(ValueError, match=r"mask_power=.*expected a finite number >= 1"):
