@@ -99,6 +99,7 @@ METHODS = [
     "nmfinterp, amortised gates, hidden=64",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
+    "nmfinterp, residual_weight=1",
     "nmfinterp, per-clip gates, energy_penalty=0",
     "L2I, official selection",
     "nmfinterp, faithfulness=1",
@@ -162,6 +163,7 @@ QUICK_SKIPS = (
     "nmfinterp, amortised gates, hidden=64",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
+    "nmfinterp, residual_weight=1",
     "nmfinterp, per-clip gates, energy_penalty=0",
     "nmfinterp, faithfulness=1",
 )
@@ -474,7 +476,10 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
     if method == "nmfinterp, energy_penalty=0":
         ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.0)
         return np.stack(ex.masks), "linear"
-    if method == "nmfinterp, per-clip gates, energy_penalty=0":
+    if method == "nmfinterp, residual_weight=1":  # the default before 0.25
+        ex = explain(pipes["nmfinterp"], x, classes=classes, residual_weight=1.0)
+        return np.stack(ex.masks), "linear"
+    if method == "nmfinterp, per-clip gates, energy_penalty=0":  # the default before all three
         ex = explain(
             pipes["nmfinterp"],
             x,
@@ -482,6 +487,7 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
             per_frame=False,
             energy_penalty=0.0,
             contrast_penalty=0.0,
+            residual_weight=1.0,
         )
         return np.stack(ex.masks), "linear"
     if method == "L2I, official selection":

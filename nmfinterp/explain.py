@@ -28,8 +28,9 @@ ENERGY_PENALTY = 0.3
 CONTRAST_PENALTY = 100.0
 #: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
 MASK_POWER = 1.0
-#: weight of the residual's term in the refinement's objective by default (docs/benchmarks.md)
-RESIDUAL_WEIGHT = 1.0
+#: weight of the residual's term in the refinement's objective by default (docs/method.md: the
+#: sweeps on three splits; 1 before)
+RESIDUAL_WEIGHT = 0.25
 
 
 def relevance(
@@ -688,12 +689,14 @@ def explain(
         dominate. The refinement optimises the gates through the same mask (the amortised gates
         were trained through the ratio mask). On ESC-10, p = 2 kept the classifier surer of the
         explanations but no less of an interfering source (docs/method.md, "The mask's sharpness").
-    residual_weight : float, default=1.0
+    residual_weight : float, default=0.25
         With refinement, the weight w of the residual's term in its objective,
         ``− w · min(CE(f(x − x_in), c), log C)``: how much what the explanation leaves out must
         lose the decision, next to the explanation keeping it. A lower weight lets the explanation
         leave out energy that supports the decision only a little (on a mixture, often the other
-        source's); ``0`` asks nothing of the residual (docs/method.md measures it).
+        source's); ``1`` weighs it as much as the explanation's own term (the default before);
+        ``0`` asks nothing of the residual, and the explanation stops being needed for the
+        decision (docs/method.md measures each).
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
