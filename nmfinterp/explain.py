@@ -396,6 +396,18 @@ def _interpreter_of(model):
     return model
 
 
+def _finite_number(name: str, value, minimum: float, hint: str) -> float:
+    """``value`` as a float, checked to be a finite number >= ``minimum`` (not a bool)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.number)
+        or not value >= minimum
+        or not np.isfinite(value)
+    ):
+        raise ValueError(f"{name}={value!r}; expected a finite number >= {minimum} ({hint}).")
+    return float(value)
+
+
 def explain_clips(
     interpreter,
     X,
@@ -462,28 +474,12 @@ def explain_clips(
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
     contrast_penalty = _contrast_penalty(interpreter, contrast_penalty)
-    if (
-        isinstance(mask_power, bool)
-        or not isinstance(mask_power, int | float | np.number)
-        or not mask_power >= 1
-        or not np.isfinite(mask_power)
-    ):
-        raise ValueError(
-            f"mask_power={mask_power!r}; expected a finite number >= 1 (1: the ratio mask, 2: the "
-            "Wiener mask on power spectra)."
-        )
-    mask_power = float(mask_power)
-    if (
-        isinstance(residual_weight, bool)
-        or not isinstance(residual_weight, int | float | np.number)
-        or not residual_weight >= 0
-        or not np.isfinite(residual_weight)
-    ):
-        raise ValueError(
-            f"residual_weight={residual_weight!r}; expected a finite number >= 0 (0: the residual "
-            "is not asked to lose the decision)."
-        )
-    residual_weight = float(residual_weight)
+    mask_power = _finite_number(
+        "mask_power", mask_power, 1, "1: the ratio mask, 2: the Wiener mask on power spectra"
+    )
+    residual_weight = _finite_number(
+        "residual_weight", residual_weight, 0, "0: the residual is not asked to lose the decision"
+    )
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
