@@ -63,7 +63,6 @@ from nmfinterp.explain import (  # noqa: E402
     MASK_POWER,
     REFINE_STEPS,
     RESIDUAL_WEIGHT,
-    RIVAL_WEIGHT,
     explain,
 )
 
@@ -80,7 +79,6 @@ PARAMS = {
     "energy_penalty": (ENERGY_PENALTY, [0.0, 0.3, 1.0, 3.0, 10.0, 30.0], "energy_sweep"),
     "mask_power": (MASK_POWER, [1.0, 1.5, 2.0, 3.0], "mask_power_sweep"),
     "residual_weight": (RESIDUAL_WEIGHT, [0.0, 0.25, 0.5, 1.0], "residual_sweep"),
-    "rival_weight": (RIVAL_WEIGHT, [0.0, 0.3, 1.0, 3.0], "rival_sweep"),
 }
 
 
@@ -96,7 +94,7 @@ def main(argv=None) -> int:
         default=None,
         help="the values swept (contrast_penalty: 0 10 30 100 300 1000; refine_steps: "
         "0 5 10 20 40 80; energy_penalty: 0 0.3 1 3 10 30; mask_power: 1 1.5 2 3; "
-        "residual_weight: 0 0.25 0.5 1; rival_weight: 0 0.3 1 3)",
+        "residual_weight: 0 0.25 0.5 1)",
     )
     add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")

@@ -31,9 +31,6 @@ MASK_POWER = 1.0
 #: weight of the residual's term in the refinement's objective by default (docs/method.md: the
 #: sweeps on three splits; 1 before)
 RESIDUAL_WEIGHT = 0.25
-#: weight of the refinement's rival term by default (the residual heard as the other classes the
-#: classifier hears in the clip; docs/method.md)
-RIVAL_WEIGHT = 0.0
 
 
 def relevance(
@@ -206,7 +203,6 @@ class _Faithfulness:
         H: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         residual_weight: float = 1.0,
-        rival_weight: float = 0.0,
     ):
         from .hooks import classifier_device
 
@@ -230,16 +226,6 @@ class _Faithfulness:
             a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())
             self.contrast = self.power * soft_mask(W, H.detach().cpu(), a).to(self.dev)
         self.cls = classes.to(self.dev)
-        self.rival_weight = rival_weight
-        if rival_weight:  # the classifier's probabilities of the other classes on x
-            if scores is None:
-                raise ValueError(
-                    "rival_weight > 0 needs the classifier's scores on the clips; pass them (or "
-                    "rival_weight=0)."
-                )
-            rivals = interpreter._log_probs(scores.detach().float().cpu()).exp()
-            rivals[torch.arange(len(classes)), classes.cpu()] = 0.0
-            self.rivals = rivals.to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
         self.params = {k: v.detach() for k, v in interpreter.classifier.named_parameters()}
 
@@ -256,8 +242,6 @@ class _Faithfulness:
             penalty = penalty + self.energy_penalty * (M * self.power).sum(dim=(1, 2))
         if self.contrast_penalty:
             penalty = penalty + self.contrast_penalty * (M * self.contrast).sum(dim=(1, 2))
-        if self.rival_weight:  # Σ_{j≠c} p_j CE(f(x − x_in), j)
-            penalty = penalty - self.rival_weight * (self.rivals * logp[n:]).sum(dim=1)
         return ce_in - self.residual_weight * ce_out.clamp(max=self.cap) + penalty
 
 
@@ -277,7 +261,6 @@ def refine_selection(
     scores: torch.Tensor | None = None,
     mask_power: float = 1.0,
     residual_weight: float = RESIDUAL_WEIGHT,
-    rival_weight: float = RIVAL_WEIGHT,
     lr: float = 0.5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
@@ -321,7 +304,6 @@ def refine_selection(
         H,
         scores,
         residual_weight,
-        rival_weight,
     )
     T = H.shape[-1]
     # clamped so that a few steps can flip any gate (Adam moves each logit ~lr per step)
@@ -442,7 +424,6 @@ def explain_clips(
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
-    rival_weight: float = RIVAL_WEIGHT,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -498,9 +479,6 @@ def explain_clips(
     )
     residual_weight = _finite_number(
         "residual_weight", residual_weight, 0, "0: the residual is not asked to lose the decision"
-    )
-    rival_weight = _finite_number(
-        "rival_weight", rival_weight, 0, "0: the residual is not asked to sound like the rivals"
     )
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
@@ -574,7 +552,6 @@ def explain_clips(
                         scores=scores,
                         mask_power=mask_power,
                         residual_weight=residual_weight,
-                        rival_weight=rival_weight,
                     )
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
@@ -622,7 +599,6 @@ def explain_clips(
             "amortised": amortised,
             "mask_power": mask_power,
             "residual_weight": residual_weight,
-            "rival_weight": rival_weight,
             "single": single,
         },
     )
@@ -645,7 +621,6 @@ def explain(
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
-    rival_weight: float = RIVAL_WEIGHT,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -746,7 +721,6 @@ def explain(
         amortised=amortised,
         mask_power=mask_power,
         residual_weight=residual_weight,
-        rival_weight=rival_weight,
         batch_size=batch_size,
         sr=sr,
         verbose=verbose,

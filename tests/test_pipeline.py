@@ -414,46 +414,6 @@ def test_bad_residual_weight_is_named(setup, fitted, weight):
         explain(fitted, setup[2].waveforms[:1], residual_weight=weight)
 
 
-def test_rival_weight_adds_the_rivals_cross_entropy_on_the_residual(setup, fitted):
-    """The rival term is Σ_{j≠c} p_j CE(f(x − x_in), j), p the classifier's probabilities on x:
-    worked out here from the classifier's own outputs on x and on the residual's audio; explain
-    records the weight, and a different weight refines to different gates."""
-    from nmfinterp.explain import _Faithfulness
-
-    clf, _, test, _, _ = setup
-    x = torch.as_tensor(test.waveforms[:4])
-    interp = fitted[-1]
-    ex = explain(fitted, x.numpy(), refine_steps=0)
-    M = torch.as_tensor(np.stack(ex.masks))
-    classes = torch.as_tensor(ex.classes)
-    scores = torch.as_tensor(ex.classifier_scores)
-    args = (interp, x, classes, "linear", 0.3, 0.0, None, scores)
-    with torch.no_grad():
-        none = _Faithfulness(*args, rival_weight=0.0)(M)
-        two = _Faithfulness(*args, rival_weight=2.0)(M)
-    p = torch.softmax(scores.double(), -1).numpy()
-    p[np.arange(4), ex.classes] = 0.0
-    logp_out = torch.log_softmax(torch.as_tensor(predict_logits(clf, ex.residuals)).double(), -1)
-    rival_ce = -(p * logp_out.numpy()).sum(axis=1)
-    assert (rival_ce > 0).all()
-    np.testing.assert_allclose((two - none).numpy(), 2.0 * rival_ce, rtol=1e-3, atol=1e-4)
-    with pytest.raises(ValueError, match="rival_weight > 0 needs the classifier's scores"):
-        _Faithfulness(*args[:6], rival_weight=1.0)
-    xs = setup[2].waveforms[:8]
-    refined = {w: explain(fitted, xs, refine_steps=10, rival_weight=w) for w in (0, 3.0)}
-    assert refined[0].settings["rival_weight"] == 0.0
-    assert refined[3.0].settings["rival_weight"] == 3.0
-    assert any(
-        not np.array_equal(a, b) for a, b in zip(refined[0].gates, refined[3.0].gates, strict=True)
-    )
-
-
-@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf"), "1", True])
-def test_bad_rival_weight_is_named(setup, fitted, weight):
-    with pytest.raises(ValueError, match=r"rival_weight=.*expected a finite number >= 0"):
-        explain(fitted, setup[2].waveforms[:1], rival_weight=weight)
-
-
 @pytest.mark.parametrize("power", [0.5, 0, float("nan"), float("inf"), "2", True])
 def test_bad_mask_power_is_named(setup, fitted, power):
     with pytest.raises(ValueError, match=r"mask_power=.*expected a finite number >= 1"):
