@@ -61,7 +61,6 @@ from nmfinterp.explain import (  # noqa: E402
     CONTRAST_PENALTY,
     ENERGY_PENALTY,
     MASK_POWER,
-    MAX_CONFIDENCE_GAIN,
     REFINE_STEPS,
     RESIDUAL_WEIGHT,
     explain,
@@ -80,7 +79,6 @@ PARAMS = {
     "energy_penalty": (ENERGY_PENALTY, [0.0, 0.3, 1.0, 3.0, 10.0, 30.0], "energy_sweep"),
     "mask_power": (MASK_POWER, [1.0, 1.5, 2.0, 3.0], "mask_power_sweep"),
     "residual_weight": (RESIDUAL_WEIGHT, [0.0, 0.25, 0.5, 1.0], "residual_sweep"),
-    "max_confidence_gain": (MAX_CONFIDENCE_GAIN, [0.0, 0.1, 0.3, 1.0], "confidence_gain_sweep"),
 }
 
 

@@ -31,9 +31,6 @@ MASK_POWER = 1.0
 #: weight of the residual's term in the refinement's objective by default (docs/method.md: the
 #: sweeps on three splits; 1 before)
 RESIDUAL_WEIGHT = 0.25
-#: how much surer of the class than on the clip the refinement rewards the explanation for being
-#: (nats) by default; None: no limit (docs/method.md)
-MAX_CONFIDENCE_GAIN = None
 
 
 def relevance(
@@ -206,7 +203,6 @@ class _Faithfulness:
         H: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
         residual_weight: float = 1.0,
-        max_confidence_gain: float | None = None,
     ):
         from .hooks import classifier_device
 
@@ -230,16 +226,6 @@ class _Faithfulness:
             a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())
             self.contrast = self.power * soft_mask(W, H.detach().cpu(), a).to(self.dev)
         self.cls = classes.to(self.dev)
-        self.floor = None
-        if max_confidence_gain is not None:  # CE(f(x), c) − gain: no reward below it
-            if scores is None:
-                raise ValueError(
-                    "max_confidence_gain needs the classifier's scores on the clips; pass them "
-                    "(or max_confidence_gain=None)."
-                )
-            logp_x = interpreter._log_probs(scores.detach().float().cpu())
-            ce_x = F.nll_loss(logp_x, classes.cpu(), reduction="none")
-            self.floor = (ce_x - max_confidence_gain).to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
         self.params = {k: v.detach() for k, v in interpreter.classifier.named_parameters()}
 
@@ -251,8 +237,6 @@ class _Faithfulness:
         logp = self.it._log_probs(scores)
         ce_in = F.nll_loss(logp[:n], self.cls, reduction="none")
         ce_out = F.nll_loss(logp[n:], self.cls, reduction="none")
-        if self.floor is not None:
-            ce_in = torch.maximum(ce_in, self.floor)
         penalty = self.it.mask_penalty * M.mean(dim=(1, 2))
         if self.energy_penalty:
             penalty = penalty + self.energy_penalty * (M * self.power).sum(dim=(1, 2))
@@ -277,7 +261,6 @@ def refine_selection(
     scores: torch.Tensor | None = None,
     mask_power: float = 1.0,
     residual_weight: float = RESIDUAL_WEIGHT,
-    max_confidence_gain: float | None = MAX_CONFIDENCE_GAIN,
     lr: float = 0.5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
@@ -321,7 +304,6 @@ def refine_selection(
         H,
         scores,
         residual_weight,
-        max_confidence_gain,
     )
     T = H.shape[-1]
     # clamped so that a few steps can flip any gate (Adam moves each logit ~lr per step)
@@ -442,7 +424,6 @@ def explain_clips(
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
-    max_confidence_gain: float | None = MAX_CONFIDENCE_GAIN,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -499,10 +480,6 @@ def explain_clips(
     residual_weight = _finite_number(
         "residual_weight", residual_weight, 0, "0: the residual is not asked to lose the decision"
     )
-    if max_confidence_gain is not None:
-        max_confidence_gain = _finite_number(
-            "max_confidence_gain", max_confidence_gain, 0, "None: no limit"
-        )
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
@@ -575,7 +552,6 @@ def explain_clips(
                         scores=scores,
                         mask_power=mask_power,
                         residual_weight=residual_weight,
-                        max_confidence_gain=max_confidence_gain,
                     )
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
@@ -623,7 +599,6 @@ def explain_clips(
             "amortised": amortised,
             "mask_power": mask_power,
             "residual_weight": residual_weight,
-            "max_confidence_gain": max_confidence_gain,
             "single": single,
         },
     )
@@ -646,7 +621,6 @@ def explain(
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
-    max_confidence_gain: float | None = MAX_CONFIDENCE_GAIN,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -747,7 +721,6 @@ def explain(
         amortised=amortised,
         mask_power=mask_power,
         residual_weight=residual_weight,
-        max_confidence_gain=max_confidence_gain,
         batch_size=batch_size,
         sr=sr,
         verbose=verbose,
