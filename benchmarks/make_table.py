@@ -525,6 +525,7 @@ def render(
         )
     gates = res["interpreters"]["nmfinterp"].get("gates")
     previous = res["interpreters"]["nmfinterp"].get("previous_gates")
+    residual_1 = res["interpreters"]["nmfinterp"].get("residual_weight_1_gates")
     if gates:
         channels = f"{gates['hidden']} channels, " if "hidden" in gates else ""
         lines += [
@@ -534,10 +535,17 @@ def render(
             f"{gates['fit_seconds']:.0f} s more"
             + (
                 f"; with {previous['hidden']} channels (the default before, row 'nmfinterp, "
-                f"amortised gates, hidden={previous['hidden']}'): {previous['fit_seconds']:.0f} s."
+                f"amortised gates, hidden={previous['hidden']}'): {previous['fit_seconds']:.0f} s"
                 if previous
-                else "."
-            ),
+                else ""
+            )
+            + (
+                "; trained with the residual's weight of before, 1 (row 'nmfinterp, amortised "
+                f"gates, residual_weight=1'): {residual_1['fit_seconds']:.0f} s"
+                if residual_1
+                else ""
+            )
+            + ".",
         ]
     if seeds is not None and not s["quick"]:
         lines += seed_lines(seeds)

@@ -19,7 +19,8 @@
 4. Every explainer is asked to explain the classifier's decision on each input, and every one goes
    through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement, with its
    amortised gates instead of the refinement (and with the gate network of 64 channels, the
-   default before 32), and three ablations of it; L2I with its official
+   default before 32, or trained with the residual's weight of before, 1), and four ablations of
+   it; L2I with its official
    selection; nmfinterp trained with ``faithfulness=1``; random components; all components;
    captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
    explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
@@ -97,6 +98,7 @@ METHODS = [
     "nmfinterp, no refinement",
     "nmfinterp, amortised gates",
     "nmfinterp, amortised gates, hidden=64",
+    "nmfinterp, amortised gates, residual_weight=1",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
     "nmfinterp, residual_weight=1",
@@ -161,6 +163,7 @@ QUICK = {
 # full run has them): the default row, "no refinement" and the official L2I row stay.
 QUICK_SKIPS = (
     "nmfinterp, amortised gates, hidden=64",
+    "nmfinterp, amortised gates, residual_weight=1",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
     "nmfinterp, residual_weight=1",
@@ -399,16 +402,27 @@ def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
     """Train the gate networks the amortised rows of ``methods`` explain with, on ``clips``.
 
     "nmfinterp, amortised gates" trains ``fit_gates``' default network on ``pipes["nmfinterp"]``;
-    "nmfinterp, amortised gates, hidden=64" one of :data:`PREVIOUS_GATE_HIDDEN` channels on
-    shallow copies of that pipeline and interpreter (``pipes["gates, hidden=64"]``, added here),
-    which share the fitted dictionary and interpreter and hold their own ``gate_module_``.
-    Returns each row's fit seconds, channels and training history.
+    "nmfinterp, amortised gates, hidden=64" one of :data:`PREVIOUS_GATE_HIDDEN` channels and
+    "nmfinterp, amortised gates, residual_weight=1" one trained with the residual's weight of
+    before on shallow copies of that pipeline and interpreter (``pipes["gates, hidden=64"]``,
+    ``pipes["gates, residual_weight=1"]``, added here), which share the fitted dictionary and
+    interpreter and hold their own ``gate_module_``. Returns each row's fit seconds, channels and
+    training history.
     """
     gates = {}
     kw = {} if epochs is None else {"epochs": epochs}
-    for name, key, hidden in (
-        ("nmfinterp, amortised gates", "nmfinterp", None),
-        ("nmfinterp, amortised gates, hidden=64", "gates, hidden=64", PREVIOUS_GATE_HIDDEN),
+    for name, key, setting in (
+        ("nmfinterp, amortised gates", "nmfinterp", {}),
+        (
+            "nmfinterp, amortised gates, hidden=64",
+            "gates, hidden=64",
+            {"hidden": PREVIOUS_GATE_HIDDEN},
+        ),
+        (
+            "nmfinterp, amortised gates, residual_weight=1",
+            "gates, residual_weight=1",
+            {"residual_weight": 1.0},
+        ),
     ):
         if name not in methods:
             continue
@@ -417,9 +431,7 @@ def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
             step = pipes[key].steps[-1][0]
             pipes[key].steps = [*pipes[key].steps[:-1], (step, copy.copy(pipes[key][-1]))]
         t = time.perf_counter()
-        interp = pipes[key][-1].fit_gates(
-            clips, **kw, **({} if hidden is None else {"hidden": hidden})
-        )
+        interp = pipes[key][-1].fit_gates(clips, **kw, **setting)
         gates[name] = {
             "fit_seconds": time.perf_counter() - t,
             "hidden": interp.gate_module_.hidden,
@@ -467,8 +479,12 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
     if method == "nmfinterp, amortised gates":
         ex = explain(pipes["nmfinterp"], x, classes=classes, amortised=True)
         return np.stack(ex.masks), "linear"
-    if method == "nmfinterp, amortised gates, hidden=64":
-        ex = explain(pipes["gates, hidden=64"], x, classes=classes, amortised=True)
+    if method in (
+        "nmfinterp, amortised gates, hidden=64",
+        "nmfinterp, amortised gates, residual_weight=1",
+    ):
+        key = "gates, " + method.rsplit(", ", 1)[1]  # fit_gate_networks' pipeline
+        ex = explain(pipes[key], x, classes=classes, amortised=True)
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, contrast_penalty=0":
         ex = explain(pipes["nmfinterp"], x, classes=classes, contrast_penalty=0.0)
@@ -1134,6 +1150,7 @@ def main(argv=None) -> int:
         for record, row in (
             ("gates", "nmfinterp, amortised gates"),
             ("previous_gates", "nmfinterp, amortised gates, hidden=64"),
+            ("residual_weight_1_gates", "nmfinterp, amortised gates, residual_weight=1"),
         )
         if row in gates
     }

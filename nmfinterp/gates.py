@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .explain import ENERGY_PENALTY, _Faithfulness, relevance, soft_mask
+from .explain import ENERGY_PENALTY, RESIDUAL_WEIGHT, _Faithfulness, relevance, soft_mask
 
 #: how much sharper than a plain sigmoid the gates are at the end of training (annealed
 #: geometrically from 1): training with soft gates and explaining with hard ones otherwise disagree
@@ -182,6 +182,7 @@ def fit_gates(
     read_hidden: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float = 0.0,
+    residual_weight: float = RESIDUAL_WEIGHT,
     batch_size: int = 16,
     random_state=None,
     verbose: int = 0,
@@ -189,7 +190,8 @@ def fit_gates(
     """Train a :class:`GateNet` for a fitted single-label interpreter on clips ``X`` (validated).
 
     The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
-    decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``), with
+    decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``; the
+    residual's term weighed by ``residual_weight``), with
     soft gates sharpened over the epochs (``SHARPEN``); ``mixtures`` rounds of two-clip mixtures of
     ``X`` (see :func:`_mixtures`) are added to the clips; with ``read_hidden`` the network also
     reads the interpreter's hidden representation (``GateNet``'s ``context_channels``). Returns
@@ -225,6 +227,7 @@ def fit_gates(
                 contrast_penalty,
                 H[idx],
                 scores[idx],
+                residual_weight,
             )
             with frozen(interpreter.classifier), torch.enable_grad():
                 context = hidden_rep[idx] if read_hidden else None
