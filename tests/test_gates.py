@@ -168,6 +168,9 @@ def test_bad_amortised_calls_are_named(gated, kwargs, word):
         ({"energy_penalty": -1.0}, "energy_penalty"),
         ({"contrast_penalty": -1.0}, "contrast_penalty"),
         ({"contrast_penalty": "1"}, "contrast_penalty"),
+        ({"residual_weight": -0.5}, "residual_weight"),
+        ({"residual_weight": float("nan")}, "residual_weight"),
+        ({"residual_weight": "1"}, "residual_weight"),
     ],
 )
 def test_bad_fit_gates_arguments_are_named(gated, kwargs, word):
@@ -175,6 +178,33 @@ def test_bad_fit_gates_arguments_are_named(gated, kwargs, word):
     with pytest.raises(ValueError, match=word):
         gated[-1].fit_gates(small_setup()[1], **kwargs)
     assert gated[-1].gate_module_ is before  # the trained gates are kept
+
+
+def test_fit_gates_trains_on_explain_s_residual_weight_unless_told(monkeypatch):
+    """The gates learn the objective explain refines with: the residual's weight is explain's
+    default (RESIDUAL_WEIGHT) unless fit_gates is given another, and that one reaches the loss."""
+    import nmfinterp.gates as gates_module
+    from nmfinterp.explain import RESIDUAL_WEIGHT
+
+    seen = []
+
+    class Recording(_Faithfulness):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.residual_weight)
+
+    monkeypatch.setattr(gates_module, "_Faithfulness", Recording)
+    clf, x_train, y_train, _ = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    pipe[-1].fit_gates(x_train, epochs=1, hidden=8, mixtures=0)
+    assert seen and set(seen) == {RESIDUAL_WEIGHT} and RESIDUAL_WEIGHT != 1.0
+    losses = {RESIDUAL_WEIGHT: pipe[-1].gate_history_[0]["loss"]}
+    seen.clear()
+    pipe[-1].fit_gates(x_train, epochs=1, hidden=8, mixtures=0, residual_weight=1.0)
+    assert seen and set(seen) == {1.0}
+    losses[1.0] = pipe[-1].gate_history_[0]["loss"]
+    # the same network and clips: the residual's capped CE (> 0) weighs more, the loss is lower
+    assert losses[1.0] < losses[RESIDUAL_WEIGHT]
 
 
 def test_fit_gates_needs_a_fitted_single_label_interpreter():
@@ -278,3 +308,9 @@ def test_the_benchmarks_previous_gate_row_has_its_own_network_on_the_same_interp
     assert pipe[-1].gate_module_ is default_net  # the defaults' row keeps its own network
     assert previous[-1] is not pipe[-1] and previous[-1].module_ is pipe[-1].module_
     assert previous[1] is pipe[1] and previous[0] is pipe[0]
+    row = "nmfinterp, amortised gates, residual_weight=1"
+    fits = fit_gate_networks(pipes, x_train, [row], epochs=1)
+    before = pipes["gates, residual_weight=1"]
+    assert before[-1].module_ is pipe[-1].module_ and before[-1] is not pipe[-1]
+    assert before[-1].gate_module_ is not default_net and pipe[-1].gate_module_ is default_net
+    assert fits[row]["hidden"] == 32 and len(fits[row]["history"]) == 1
