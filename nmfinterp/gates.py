@@ -18,11 +18,13 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .explain import ENERGY_PENALTY, RESIDUAL_WEIGHT, _Faithfulness, relevance, soft_mask
+from .explain import ENERGY_PENALTY, _Faithfulness, relevance, soft_mask
 
 #: how much sharper than a plain sigmoid the gates are at the end of training (annealed
 #: geometrically from 1): training with soft gates and explaining with hard ones otherwise disagree
 SHARPEN = 5.0
+#: the residual term's weight fit_gates trains with by default (docs/method.md, "Amortised gates")
+GATES_RESIDUAL_WEIGHT = 0.5
 
 
 class GateNet(nn.Module):
@@ -182,7 +184,7 @@ def fit_gates(
     read_hidden: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float = 0.0,
-    residual_weight: float = RESIDUAL_WEIGHT,
+    residual_weight: float = GATES_RESIDUAL_WEIGHT,
     batch_size: int = 16,
     random_state=None,
     verbose: int = 0,

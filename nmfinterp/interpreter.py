@@ -1181,8 +1181,8 @@ class InterpreterEstimator(BaseEstimator):
             The weight of the objective's residual term (see ``explain``); ``None``: ``explain``'s
             default (0.25; the gates were trained with 1 before, docs/method.md measures both).
         """
-        from .explain import ENERGY_PENALTY, RESIDUAL_WEIGHT, _contrast_penalty, _finite_number
-        from .gates import fit_gates
+        from .explain import ENERGY_PENALTY, _contrast_penalty, _finite_number
+        from .gates import GATES_RESIDUAL_WEIGHT, fit_gates
 
         check_is_fitted(self, "module_")
         if self.multilabel:
@@ -1207,7 +1207,7 @@ class InterpreterEstimator(BaseEstimator):
         contrast_penalty = _contrast_penalty(self, contrast_penalty)
         residual_weight = _finite_number(
             "residual_weight",
-            RESIDUAL_WEIGHT if residual_weight is None else residual_weight,
+            GATES_RESIDUAL_WEIGHT if residual_weight is None else residual_weight,
             0,
             "0: the residual is not asked to lose the decision",
         )
