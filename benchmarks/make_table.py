@@ -528,6 +528,8 @@ def render(
     residual_1 = res["interpreters"]["nmfinterp"].get("residual_weight_1_gates")
     if gates:
         channels = f"{gates['hidden']} channels, " if "hidden" in gates else ""
+        if "residual_weight" in gates:  # recorded since fit_gates has the parameter
+            channels += f"residual weight {gates['residual_weight']:g}, "
         lines += [
             "",
             f"The defaults' gate network (`fit_gates`, {channels}{len(gates['history'])} epochs on "
@@ -622,7 +624,8 @@ def render(
             "",
             "Not run in this run (left out with `--methods`, or by `--quick`, to fit the time): "
             + ", ".join(skipped)
-            + ". Earlier runs of theirs are in the git history of `benchmarks/results/`.",
+            + ". Where they ran before, their figures are in the git history of "
+            "`benchmarks/results/`; docs/method.md quotes the runs that measured each since.",
         ]
     if not s["quick"]:
         for split, name, split_seeds in splits:

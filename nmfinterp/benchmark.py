@@ -72,6 +72,7 @@ from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
 from .demo import LAYERS, build_pipeline
 from .explain import REFINE_STEPS, explain, soft_mask
+from .gates import GATES_RESIDUAL_WEIGHT
 from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
 from .metrics import si_sdr as _si_sdr
@@ -435,6 +436,7 @@ def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
         gates[name] = {
             "fit_seconds": time.perf_counter() - t,
             "hidden": interp.gate_module_.hidden,
+            "residual_weight": setting.get("residual_weight", GATES_RESIDUAL_WEIGHT),
             "history": interp.gate_history_,
         }
         _log(f"{name}: {len(interp.gate_history_)} epochs, {gates[name]['fit_seconds']:.0f} s")

@@ -23,7 +23,8 @@ from .explain import ENERGY_PENALTY, _Faithfulness, relevance, soft_mask
 #: how much sharper than a plain sigmoid the gates are at the end of training (annealed
 #: geometrically from 1): training with soft gates and explaining with hard ones otherwise disagree
 SHARPEN = 5.0
-#: the residual term's weight fit_gates trains with by default (docs/method.md, "Amortised gates")
+#: the residual term's weight fit_gates trains with by default: between explain's (0.25) and 1, the
+#: weight before (docs/method.md, "Amortised gates", measures all three)
 GATES_RESIDUAL_WEIGHT = 0.5
 
 

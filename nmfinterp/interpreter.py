@@ -1178,8 +1178,12 @@ class InterpreterEstimator(BaseEstimator):
             refinement: on ESC-10, gates trained with it (100) kept the classifier's decision on
             fewer held-out clips than the interpreter's own selection.
         residual_weight : float or None
-            The weight of the objective's residual term (see ``explain``); ``None``: ``explain``'s
-            default (0.25; the gates were trained with 1 before, docs/method.md measures both).
+            The weight of the objective's residual term (see ``explain``); ``None``: 0.5
+            (``nmfinterp.gates.GATES_RESIDUAL_WEIGHT``). On ESC-10 gates trained with 0.5 dropped
+            more of an interfering source than with 1 (the weight before; equal-level SI-SDR gap
+            5.4 dB against 2.8) and kept the classifier's decision on somewhat fewer clips (clean
+            AI 66 against 71); with ``explain``'s 0.25 they dropped more still (7.7 dB) but kept it
+            on too few (clean AI 55): docs/method.md, "Amortised gates".
         """
         from .explain import ENERGY_PENALTY, _contrast_penalty, _finite_number
         from .gates import GATES_RESIDUAL_WEIGHT, fit_gates

@@ -153,6 +153,18 @@ def test_the_gate_networks_fit_times_name_their_channels(make_table, full_run):
     )
     del interp["previous_gates"]
     assert "): 600 s more.\n" in make_table.render(make_table.merge([res]), "x")
+    interp["gates"]["residual_weight"] = 0.5  # recorded since fit_gates has the parameter
+    interp["residual_weight_1_gates"] = {
+        **interp["gates"],
+        "residual_weight": 1.0,
+        "fit_seconds": 650.0,
+    }
+    text = make_table.render(make_table.merge([res]), "x")
+    assert f"(`fit_gates`, 32 channels, residual weight 0.5, {epochs} epochs" in text
+    assert (
+        "600 s more; trained with the residual's weight of before, 1 (row 'nmfinterp, amortised "
+        "gates, residual_weight=1'): 650 s." in text
+    )
 
 
 def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_table):

@@ -180,11 +180,11 @@ def test_bad_fit_gates_arguments_are_named(gated, kwargs, word):
     assert gated[-1].gate_module_ is before  # the trained gates are kept
 
 
-def test_fit_gates_trains_on_explain_s_residual_weight_unless_told(monkeypatch):
-    """The gates learn the objective explain refines with: the residual's weight is explain's
-    default (RESIDUAL_WEIGHT) unless fit_gates is given another, and that one reaches the loss."""
+def test_fit_gates_trains_with_its_residual_weight_unless_told(monkeypatch):
+    """The residual's weight in the gates' objective is GATES_RESIDUAL_WEIGHT unless fit_gates is
+    given another, and that one reaches the loss."""
     import nmfinterp.gates as gates_module
-    from nmfinterp.explain import RESIDUAL_WEIGHT
+    from nmfinterp.gates import GATES_RESIDUAL_WEIGHT as RESIDUAL_WEIGHT
 
     seen = []
 
