@@ -75,17 +75,28 @@ DICTIONARY_SETTINGS = {
 }
 
 
+#: the classifier's margin (top probability minus the second) from which missed_clips calls a
+#: decision confident
+CONFIDENT = 0.5
+
+
 def missed_clips(probs: np.ndarray, decided: np.ndarray, margin: np.ndarray) -> dict:
     """What a setting's misses look like, from its seeds' test probabilities ``(n_seeds, n_clips,
     n_classes)``, the classifier's decisions and its margins (top probability minus the second):
-    the fidelity of the seeds' averaged probabilities, and the classifier's median margin on the
-    (seed, clip) pairs the interpreter missed and on every clip.
+    the fidelity of the seeds' averaged probabilities, the classifier's median margin on the
+    (seed, clip) pairs the interpreter missed and on every clip, the clips some seed missed and
+    those every seed missed (with how many of them the classifier decided by a margin under
+    ``CONFIDENT``), and the seeds' fidelity on the clips decided by at least that margin.
 
     >>> probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.8, 0.2], [0.45, 0.55]]])
-    >>> missed_clips(probs, np.array([0, 0]), np.array([0.8, 0.1]))
-    {'ensemble_fidelity': 1.0, 'missed_margin_median': 0.1, 'margin_median': 0.45, 'n_missed': 1}
+    >>> missed_clips(probs, np.array([0, 0]), np.array([0.8, 0.1]))  # doctest: +NORMALIZE_WHITESPACE
+    {'ensemble_fidelity': 1.0, 'missed_margin_median': 0.1, 'margin_median': 0.45, 'n_missed': 1,
+     'clips_missed_by_any': 1, 'clips_missed_by_all': 0, 'clips_missed_by_all_unsure': 0,
+     'n_confident': 1, 'fidelity_confident': 1.0}
     """
     missed = probs.argmax(-1) != decided[None, :]
+    confident = margin >= CONFIDENT
+    by_all = missed.all(0)
     return {
         "ensemble_fidelity": float(np.mean(probs.mean(0).argmax(-1) == decided)),
         "missed_margin_median": (
@@ -95,6 +106,13 @@ def missed_clips(probs: np.ndarray, decided: np.ndarray, margin: np.ndarray) -> 
         ),
         "margin_median": float(np.median(margin)),
         "n_missed": int(missed.sum()),
+        "clips_missed_by_any": int(missed.any(0).sum()),
+        "clips_missed_by_all": int(by_all.sum()),
+        "clips_missed_by_all_unsure": int((by_all & ~confident).sum()),
+        "n_confident": int(confident.sum()),
+        "fidelity_confident": (
+            float(np.mean(~missed[:, confident])) if confident.any() else float("nan")
+        ),
     }
 
 

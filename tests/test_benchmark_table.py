@@ -363,6 +363,12 @@ def test_fidelity_seeds_describes_the_clips_the_interpreter_misses():
     assert r["n_missed"] == 3
     assert r["missed_margin_median"] == pytest.approx(0.05)  # of 0.05, 0.2, 0.05
     assert r["margin_median"] == pytest.approx(0.2)
+    assert (r["clips_missed_by_any"], r["clips_missed_by_all"]) == (2, 1)  # clips 1, 2; clip 2
+    assert r["clips_missed_by_all_unsure"] == 1  # clip 2's margin, 0.05, is under 0.5
+    assert r["n_confident"] == 1 and r["fidelity_confident"] == 1.0  # clip 0, kept by both
+    assert module.missed_clips(probs, np.zeros(3, dtype=int), np.full(3, 0.6))[
+        "fidelity_confident"
+    ] == pytest.approx(3 / 6)  # every clip confident: 3 of the 6 (seed, clip) pairs kept
     none = module.missed_clips(probs[:, :1], np.zeros(1, dtype=int), margins[:1])
     assert none["ensemble_fidelity"] == 1.0 and none["n_missed"] == 0
     assert np.isnan(none["missed_margin_median"])
