@@ -120,6 +120,17 @@ METHODS = [
 #: the gate network's channels before ``fit_gates``' default became 32; its own row measures it
 PREVIOUS_GATE_HIDDEN = 64
 
+#: the amortised rows: the pipeline (a key of the benchmark's ``pipes``) whose gate network each
+#: explains with, and the ``fit_gates`` settings that network is trained with
+GATE_ROWS = {
+    "nmfinterp, amortised gates": ("nmfinterp", {}),
+    "nmfinterp, amortised gates, hidden=64": ("gates, hidden=64", {"hidden": PREVIOUS_GATE_HIDDEN}),
+    "nmfinterp, amortised gates, residual_weight=1": (
+        "gates, residual_weight=1",
+        {"residual_weight": 1.0},
+    ),
+}
+
 #: the ``feature_components`` whose fit the cost section also times (docs/method.md measures its fidelity)
 PROJECTED_COMPONENTS = 32
 
@@ -412,19 +423,7 @@ def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
     """
     gates = {}
     kw = {} if epochs is None else {"epochs": epochs}
-    for name, key, setting in (
-        ("nmfinterp, amortised gates", "nmfinterp", {}),
-        (
-            "nmfinterp, amortised gates, hidden=64",
-            "gates, hidden=64",
-            {"hidden": PREVIOUS_GATE_HIDDEN},
-        ),
-        (
-            "nmfinterp, amortised gates, residual_weight=1",
-            "gates, residual_weight=1",
-            {"residual_weight": 1.0},
-        ),
-    ):
+    for name, (key, setting) in GATE_ROWS.items():
         if name not in methods:
             continue
         if key not in pipes:
@@ -478,15 +477,8 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return np.stack(
             explain(pipes["nmfinterp"], x, classes=classes, refine_steps=0).masks
         ), "linear"
-    if method == "nmfinterp, amortised gates":
-        ex = explain(pipes["nmfinterp"], x, classes=classes, amortised=True)
-        return np.stack(ex.masks), "linear"
-    if method in (
-        "nmfinterp, amortised gates, hidden=64",
-        "nmfinterp, amortised gates, residual_weight=1",
-    ):
-        key = "gates, " + method.rsplit(", ", 1)[1]  # fit_gate_networks' pipeline
-        ex = explain(pipes[key], x, classes=classes, amortised=True)
+    if method in GATE_ROWS:  # the gate network fit_gate_networks trained for the row
+        ex = explain(pipes[GATE_ROWS[method][0]], x, classes=classes, amortised=True)
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, contrast_penalty=0":
         ex = explain(pipes["nmfinterp"], x, classes=classes, contrast_penalty=0.0)

@@ -408,6 +408,13 @@ def _finite_number(name: str, value, minimum: float, hint: str) -> float:
     return float(value)
 
 
+def _residual_weight(value) -> float:
+    """``residual_weight`` checked (explain's and fit_gates')."""
+    return _finite_number(
+        "residual_weight", value, 0, "0: the residual is not asked to lose the decision"
+    )
+
+
 def explain_clips(
     interpreter,
     X,
@@ -477,9 +484,7 @@ def explain_clips(
     mask_power = _finite_number(
         "mask_power", mask_power, 1, "1: the ratio mask, 2: the Wiener mask on power spectra"
     )
-    residual_weight = _finite_number(
-        "residual_weight", residual_weight, 0, "0: the residual is not asked to lose the decision"
-    )
+    residual_weight = _residual_weight(residual_weight)
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:

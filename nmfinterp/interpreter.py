@@ -1185,7 +1185,7 @@ class InterpreterEstimator(BaseEstimator):
             AI 66 against 71); with ``explain``'s 0.25 they dropped more still (7.7 dB) but kept it
             on too few (clean AI 55): docs/method.md, "Amortised gates".
         """
-        from .explain import ENERGY_PENALTY, _contrast_penalty, _finite_number
+        from .explain import ENERGY_PENALTY, _contrast_penalty, _residual_weight
         from .gates import GATES_RESIDUAL_WEIGHT, fit_gates
 
         check_is_fitted(self, "module_")
@@ -1209,11 +1209,8 @@ class InterpreterEstimator(BaseEstimator):
         if not isinstance(energy_penalty, Real) or not energy_penalty >= 0:
             raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
         contrast_penalty = _contrast_penalty(self, contrast_penalty)
-        residual_weight = _finite_number(
-            "residual_weight",
-            GATES_RESIDUAL_WEIGHT if residual_weight is None else residual_weight,
-            0,
-            "0: the residual is not asked to lose the decision",
+        residual_weight = _residual_weight(
+            GATES_RESIDUAL_WEIGHT if residual_weight is None else residual_weight
         )
         if is_audio_features(X):
             X = X.block("waveform")
