@@ -6,6 +6,7 @@
     python benchmarks/contrast_sweep.py --param mask_power [--weights 1 1.5 2 3]
     python benchmarks/contrast_sweep.py --param residual_weight [--weights 0 0.25 0.5 1]
     python benchmarks/contrast_sweep.py --mask-power 2 --out F.json   # another param at mask_power=2
+    python benchmarks/contrast_sweep.py --mask-ratio log --out F.json  # ... with the log-ratio mask
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -17,7 +18,8 @@ them; does its faithfulness, or the share of the explanation's energy from the d
 ``--param energy_penalty``: the weight of the share of the clip's energy the explanation keeps
 (both sources alike). ``--param mask_power``: the explanation mask's sharpness (1: the ratio of the
 kept components' model to the whole; 2: the Wiener mask on power spectra), which the refinement
-optimises through. ``--param residual_weight``: the weight of the objective's residual term (how
+optimises through; ``--mask-ratio`` the ratio it is (``explain``'s ``mask_ratio``) for every
+value of another param. ``--param residual_weight``: the weight of the objective's residual term (how
 much what the explanation leaves out must lose the decision).
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
@@ -61,6 +63,8 @@ from nmfinterp.explain import (  # noqa: E402
     CONTRAST_PENALTY,
     ENERGY_PENALTY,
     MASK_POWER,
+    MASK_RATIO,
+    MASK_RATIOS,
     REFINE_STEPS,
     RESIDUAL_WEIGHT,
     explain,
@@ -104,10 +108,17 @@ def main(argv=None) -> int:
         default=MASK_POWER,
         help="explain's mask_power for every value of another --param (%(default)s)",
     )
+    p.add_argument(
+        "--mask-ratio",
+        choices=MASK_RATIOS,
+        default=MASK_RATIO,
+        help="explain's mask_ratio for every value of --param (%(default)s)",
+    )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
     default, values, name = PARAMS[args.param]
     fixed = {} if args.param == "mask_power" else {"mask_power": args.mask_power}
+    fixed["mask_ratio"] = args.mask_ratio
     args.weights = values if args.weights is None else args.weights
     bad = [w for w in args.weights if not w >= 0]
     if args.param == "refine_steps":

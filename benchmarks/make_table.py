@@ -166,6 +166,10 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
     if param != "mask_power" and power != 1.0:
         title += f" at mask_power={power:g}"
         command += f" --mask-power {power:g}"
+    ratio = sweep.get("settings", {}).get("mask_ratio")  # saved before it existed: "log"
+    if ratio is not None:
+        title += f", {ratio}-ratio mask"
+        command += f" --mask-ratio {ratio}"
     train_folds, test_fold = sweep.get("train_folds", [1, 2, 3]), sweep.get("test_fold", 4)
     if list(train_folds) != [1, 2, 3] or test_fold != 4:
         title += f", trained on folds {list(train_folds)}, tested on fold {test_fold}"
@@ -182,7 +186,10 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         ("si_sdr_gap", ".1f"),
         ("mask_mean", ".2f"),
     ]
-    others = "".join(f"; {k}={v:g}" for k, v in sweep.get("settings", {}).items())
+    others = "".join(
+        f"; {k}={v}" if isinstance(v, str) else f"; {k}={v:g}"
+        for k, v in sweep.get("settings", {}).items()
+    )
     if sweep.get("weights"):  # the values it ran, which --weights may have chosen
         command += " --weights " + " ".join(f"{float(w):g}" for w in sweep["weights"])
     lines = [

@@ -92,12 +92,18 @@ def all_masks(spectrogram, X) -> np.ndarray:
 
 
 def random_component_masks(
-    W, activations: Sequence, n_selected: Sequence[int], random_state: int | None = 0
+    W,
+    activations: Sequence,
+    n_selected: Sequence[int],
+    random_state: int | None = 0,
+    ratio: str = "log",
 ) -> np.ndarray:
     """Soft masks from random NMF components, ``n_selected[i]`` of them for clip i.
 
     ``W`` is the dictionary ``(F, K)``, ``activations`` the clips' H ``(K, T)`` (e.g.
-    ``Explanations.activations``). The chance level of a component selection.
+    ``Explanations.activations``), ``ratio`` the mask's (:func:`~nmfinterp.explain.soft_mask`; an
+    explainer's is ``Explanations.settings["mask_ratio"]``). The chance level of a component
+    selection.
 
     Examples
     --------
@@ -115,7 +121,7 @@ def random_component_masks(
         weights = torch.zeros(1, K)
         weights[0, rng.choice(K, n, replace=False)] = 1.0
         Ht = torch.as_tensor(np.asarray(H), dtype=torch.float32)[None]
-        out.append(soft_mask(W, Ht, weights)[0].numpy())
+        out.append(soft_mask(W, Ht, weights, ratio=ratio)[0].numpy())
     return np.stack(out)
 
 

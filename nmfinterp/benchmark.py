@@ -84,6 +84,7 @@ OFFICIAL = {
     "top_k": 5,
     "threshold": 0.2,
     "mask_domain": "log",
+    "mask_ratio": "log",
     "relevance_mode": "raw",
     "refine_steps": 0,
 }
@@ -100,6 +101,7 @@ METHODS = [
     "nmfinterp, amortised gates",
     "nmfinterp, amortised gates, hidden=64",
     "nmfinterp, amortised gates, residual_weight=1",
+    "nmfinterp, log-ratio mask, contrast_penalty=100",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
     "nmfinterp, residual_weight=1",
@@ -176,6 +178,7 @@ QUICK = {
 QUICK_SKIPS = (
     "nmfinterp, amortised gates, hidden=64",
     "nmfinterp, amortised gates, residual_weight=1",
+    "nmfinterp, log-ratio mask, contrast_penalty=100",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
     "nmfinterp, residual_weight=1",
@@ -443,7 +446,7 @@ def fit_gate_networks(pipes: dict, clips, methods, epochs=None) -> dict:
 
 
 def oracle_gate_masks(
-    W, spectrogram, activations, deciding, other, gates=None, power=1.0
+    W, spectrogram, activations, deciding, other, gates=None, power=1.0, ratio="log"
 ) -> np.ndarray:
     """Masks from nmfinterp's own components and H, gated with the true sources (an upper bound).
 
@@ -454,8 +457,8 @@ def oracle_gate_masks(
     With ``gates`` (an explainer's own per-clip ``(K, T)`` gates, such as ``Explanations.gates``),
     a component is kept where both keep it: that explainer's selection with what it kept of the
     other source taken out. Whether the classifier still recognises that tells whether the
-    explainer kept the other source because the decision needs it. ``power``: the mask's
-    sharpness (:func:`~nmfinterp.explain.soft_mask`), the explainer's own.
+    explainer kept the other source because the decision needs it. ``power`` and ``ratio``: the
+    mask's sharpness and ratio (:func:`~nmfinterp.explain.soft_mask`), the explainer's own.
     """
     from .spectrogram import log_magnitude
 
@@ -466,7 +469,7 @@ def oracle_gate_masks(
     keep = (torch.einsum("fk,nft->nkt", W, Vd - Vo) > 0).float()
     if gates is not None:
         keep = keep * torch.as_tensor(np.stack(gates), dtype=torch.float32)
-    return soft_mask(W, H, keep, power).numpy()
+    return soft_mask(W, H, keep, power, ratio).numpy()
 
 
 def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources):
@@ -479,6 +482,11 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         ), "linear"
     if method in GATE_ROWS:  # the gate network fit_gate_networks trained for the row
         ex = explain(pipes[GATE_ROWS[method][0]], x, classes=classes, amortised=True)
+        return np.stack(ex.masks), "linear"
+    if method == "nmfinterp, log-ratio mask, contrast_penalty=100":  # the default before
+        ex = explain(
+            pipes["nmfinterp"], x, classes=classes, mask_ratio="log", contrast_penalty=100.0
+        )
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, contrast_penalty=0":
         ex = explain(pipes["nmfinterp"], x, classes=classes, contrast_penalty=0.0)
@@ -498,6 +506,7 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
             energy_penalty=0.0,
             contrast_penalty=0.0,
             residual_weight=1.0,
+            mask_ratio="log",
         )
         return np.stack(ex.masks), "linear"
     if method == "L2I, official selection":
@@ -507,18 +516,18 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
     if method == "random components":
         n_selected = [len(s) for s in ex.selected]
         W = pipes["nmfinterp"][1].dictionary_
-        return random_component_masks(W, ex.activations, n_selected), "linear"
+        ratio = ex.settings["mask_ratio"]
+        return random_component_masks(W, ex.activations, n_selected, ratio=ratio), "linear"
     if method == "all components":
         return all_masks(spec, x), "linear"
     if method == "oracle gates (true sources)":
         W = pipes["nmfinterp"][1].dictionary_
-        power = ex.settings["mask_power"]
-        return oracle_gate_masks(W, spec, ex.activations, *sources, power=power), "linear"
+        mask = {"power": ex.settings["mask_power"], "ratio": ex.settings["mask_ratio"]}
+        return oracle_gate_masks(W, spec, ex.activations, *sources, **mask), "linear"
     if method == "oracle gates within nmfinterp's selection":
         W = pipes["nmfinterp"][1].dictionary_
-        power = ex.settings["mask_power"]
-        masks = oracle_gate_masks(W, spec, ex.activations, *sources, ex.gates, power)
-        return masks, "linear"
+        mask = {"power": ex.settings["mask_power"], "ratio": ex.settings["mask_ratio"]}
+        return oracle_gate_masks(W, spec, ex.activations, *sources, ex.gates, **mask), "linear"
     if method == "L-MAC-style decoder":
         return lmac.masks(x, classes), "linear"
     if method == "black-box NMF":

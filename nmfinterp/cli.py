@@ -522,6 +522,7 @@ def _explain_inputs(args):
         contrast_penalty=args.contrast_penalty,
         amortised=args.amortised,
         **({} if args.mask_power is None else {"mask_power": args.mask_power}),
+        **({} if args.mask_ratio is None else {"mask_ratio": args.mask_ratio}),
         **({} if args.residual_weight is None else {"residual_weight": args.residual_weight}),
         verbose=args.verbose,
     )
@@ -709,7 +710,7 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="X",
         help="with refinement, weight of the energy kept from components that other classes the "
-        "classifier hears use more than the explained one (default: 100; 0: off)",
+        "classifier hears use more than the explained one (default: 300; 0: off)",
     )
     p.add_argument(
         "--mask-power",
@@ -718,6 +719,13 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help="sharpen the mask into r^P / (r^P + (1 - r)^P), r the kept components' share of the "
         "model (default: 1, the ratio itself; 2: the Wiener mask)",
+    )
+    p.add_argument(
+        "--mask-ratio",
+        choices=("linear", "log"),
+        default=None,
+        help="the mask is the ratio of the magnitudes the kept components and all of them "
+        "model (linear), or of their log-magnitude models (log, L2I's) (default: linear)",
     )
     p.add_argument(
         "--residual-weight",

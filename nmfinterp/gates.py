@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .explain import ENERGY_PENALTY, _Faithfulness, relevance, soft_mask
+from .explain import ENERGY_PENALTY, MASK_RATIO, _Faithfulness, relevance, soft_mask
 
 #: how much sharper than a plain sigmoid the gates are at the end of training (annealed
 #: geometrically from 1): training with soft gates and explaining with hard ones otherwise disagree
@@ -186,6 +186,7 @@ def fit_gates(
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float = 0.0,
     residual_weight: float = GATES_RESIDUAL_WEIGHT,
+    mask_ratio: str = MASK_RATIO,
     batch_size: int = 16,
     random_state=None,
     verbose: int = 0,
@@ -194,7 +195,7 @@ def fit_gates(
 
     The loss is :func:`~nmfinterp.explain.refine_selection`'s objective of the classifier's own
     decision on each clip (``contrast_penalty`` needs the interpreter's ``class_usage_``; the
-    residual's term weighed by ``residual_weight``), with
+    residual's term weighed by ``residual_weight``, the mask the ``mask_ratio`` one), with
     soft gates sharpened over the epochs (``SHARPEN``); ``mixtures`` rounds of two-clip mixtures of
     ``X`` (see :func:`_mixtures`) are added to the clips; with ``read_hidden`` the network also
     reads the interpreter's hidden representation (``GateNet``'s ``context_channels``). Returns
@@ -231,12 +232,13 @@ def fit_gates(
                 H[idx],
                 scores[idx],
                 residual_weight,
+                mask_ratio,
             )
             with frozen(interpreter.classifier), torch.enable_grad():
                 context = hidden_rep[idx] if read_hidden else None
                 logits = net(H[idx], z[idx], theta, decided[idx], context)
                 gates = torch.sigmoid(logits * sharp)
-                loss = objective(soft_mask(W, H[idx], gates)).mean()
+                loss = objective(soft_mask(W, H[idx], gates, ratio=mask_ratio)).mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the gate network's loss became {float(loss.detach())} in epoch "

@@ -1141,6 +1141,7 @@ class InterpreterEstimator(BaseEstimator):
         energy_penalty: float | None = None,
         contrast_penalty: float = 0.0,
         residual_weight: float | None = None,
+        mask_ratio: str | None = None,
     ):
         """Train the amortised gates ``explain(..., amortised=True)`` uses; returns ``self``.
 
@@ -1184,8 +1185,17 @@ class InterpreterEstimator(BaseEstimator):
             5.4 dB against 2.8) and kept the classifier's decision on somewhat fewer clips (clean
             AI 66 against 71); with ``explain``'s 0.25 they dropped more still (7.7 dB) but kept it
             on too few (clean AI 55): docs/method.md, "Amortised gates".
+        mask_ratio : {"linear", "log"} or None
+            The mask the gates are trained through (see ``explain``); ``None``: ``explain``'s
+            default. Explain with the same one.
         """
-        from .explain import ENERGY_PENALTY, _contrast_penalty, _residual_weight
+        from .explain import (
+            ENERGY_PENALTY,
+            MASK_RATIO,
+            _contrast_penalty,
+            _mask_ratio,
+            _residual_weight,
+        )
         from .gates import GATES_RESIDUAL_WEIGHT, fit_gates
 
         check_is_fitted(self, "module_")
@@ -1212,6 +1222,7 @@ class InterpreterEstimator(BaseEstimator):
         residual_weight = _residual_weight(
             GATES_RESIDUAL_WEIGHT if residual_weight is None else residual_weight
         )
+        mask_ratio = _mask_ratio(MASK_RATIO if mask_ratio is None else mask_ratio)
         if is_audio_features(X):
             X = X.block("waveform")
         clips = check_waveforms(X, min_samples=self.spectrogram_.n_fft // 2 + 1)
@@ -1227,6 +1238,7 @@ class InterpreterEstimator(BaseEstimator):
                 energy_penalty=energy_penalty,
                 contrast_penalty=contrast_penalty,
                 residual_weight=residual_weight,
+                mask_ratio=mask_ratio,
                 random_state=self.random_state,
                 verbose=self.verbose,
             )

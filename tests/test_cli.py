@@ -126,6 +126,7 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
     out = tmp_path / "o"
     args = ["--refine-steps", "5", "--energy-penalty", "0", "--contrast-penalty", "3"]
     args += ["--per-clip-gates", "--mask-power", "2", "--residual-weight", "0.5"]
+    args += ["--mask-ratio", "log"]
     assert main(["explain", str(fitted), str(clip), "-o", str(out), *args]) == 0
     x, _ = sf.read(clip, dtype="float32")
     ex = explain(
@@ -137,6 +138,7 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         per_frame=False,
         mask_power=2.0,
         residual_weight=0.5,
+        mask_ratio="log",
     )
     wav, _ = sf.read(next(out.iterdir()), dtype="float32")
     np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
@@ -146,6 +148,8 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         assert option in capsys.readouterr().err
     assert main(["explain", str(fitted), str(clip), "-o", str(out), "--mask-power", "0.5"]) == 2
     assert "--mask-power: 0.5 is not a finite number >= 1" in capsys.readouterr().err
+    assert main(["explain", str(fitted), str(clip), "-o", str(out), "--mask-ratio", "lin"]) == 2
+    assert "--mask-ratio: invalid choice: 'lin'" in capsys.readouterr().err
     for bad in ("-1", "inf"):
         command = ["explain", str(fitted), str(clip), "-o", str(out), "--residual-weight", bad]
         assert main(command) == 2
@@ -310,6 +314,7 @@ def test_help_states_explain_s_defaults():
         CONTRAST_PENALTY,
         ENERGY_PENALTY,
         MASK_POWER,
+        MASK_RATIO,
         REFINE_STEPS,
         RESIDUAL_WEIGHT,
     )
@@ -321,6 +326,7 @@ def test_help_states_explain_s_defaults():
     assert f"(default: {CONTRAST_PENALTY:g};" in helps["--contrast-penalty"]
     assert f"(default: {MASK_POWER:g}, the ratio itself;" in helps["--mask-power"]
     assert f"(default: {RESIDUAL_WEIGHT:g};" in helps["--residual-weight"]
+    assert f"(default: {MASK_RATIO})" in helps["--mask-ratio"]
 
 
 def test_bench_forwards_its_arguments(monkeypatch):

@@ -127,7 +127,8 @@ def test_amortised_gates_generalise_to_held_out_clips(esc10):
         )
         H = torch.as_tensor(np.stack(ex.activations))
         with torch.no_grad():
-            return obj(soft_mask(W, H, torch.as_tensor(np.stack(ex.gates), dtype=torch.float32)))
+            G = torch.as_tensor(np.stack(ex.gates), dtype=torch.float32)
+            return obj(soft_mask(W, H, G, ratio=ex.settings["mask_ratio"]))
 
     plain, amortised = explain(pipe, x, refine_steps=0), explain(pipe, x, amortised=True)
     assert objective(amortised).mean() < objective(plain).mean() - 0.05

@@ -32,7 +32,7 @@ def _objective(pipe, x, ex):
     with torch.no_grad():
         H = torch.as_tensor(np.stack(ex.activations))
         G = torch.as_tensor(np.stack(ex.gates), dtype=torch.float32)
-        return obj(soft_mask(W, H, G)).numpy()
+        return obj(soft_mask(W, H, G, ratio=ex.settings["mask_ratio"])).numpy()
 
 
 def test_an_untrained_gate_network_gives_the_interpreters_selection():

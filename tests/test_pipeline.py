@@ -276,7 +276,8 @@ def test_gates_say_where_each_component_is_kept(setup, fitted):
             assert g.dtype == bool and g.shape == ex.activations[j].shape
             # the mask is the gated components' share, and `selected` the components kept anywhere
             H = torch.as_tensor(ex.activations[j])[None]
-            mask = soft_mask(W, H, torch.as_tensor(g, dtype=torch.float32)[None])[0].numpy()
+            gates = torch.as_tensor(g, dtype=torch.float32)[None]
+            mask = soft_mask(W, H, gates, ratio=ex.settings["mask_ratio"])[0].numpy()
             np.testing.assert_allclose(ex.masks[j], mask, atol=1e-6)
             assert set(ex.selected[j].tolist()) == set(np.flatnonzero(g.any(1)).tolist())
             if params:  # one gate per component for the whole clip
@@ -374,7 +375,9 @@ def test_mask_power_sharpens_the_mask_of_the_same_gates(setup, fitted):
     for j in range(len(x)):
         H = torch.as_tensor(refined.activations[j])[None]
         g = torch.as_tensor(refined.gates[j], dtype=torch.float32)[None]
-        np.testing.assert_allclose(refined.masks[j], soft_mask(W, H, g, 3.0)[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            refined.masks[j], soft_mask(W, H, g, 3.0, "linear")[0].numpy(), atol=1e-6
+        )
 
 
 def test_residual_weight_scales_the_residual_s_term(setup, fitted):
