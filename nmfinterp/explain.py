@@ -680,8 +680,8 @@ def explain(
 
     For each clip: the interpreter's activations H, the relevance of each component to the class
     (r_k = z_k θ_{c,k} / max_j z_j θ_{c,j}), the selected components (refined through the
-    classifier unless ``refine_steps=0``), a soft mask
-    M = W_S H_S / (W H + ε) and the masked spectrogram turned back into audio with the input's own
+    classifier unless ``refine_steps=0``), a soft mask, the kept components' share of the
+    model (expm1(W_S H_S) / expm1(W H) by default, :func:`soft_mask`), and the masked spectrogram turned back into audio with the input's own
     phase.
 
     Parameters

@@ -74,6 +74,10 @@ def component_audio(
 ) -> np.ndarray:
     """The audio of one component alone for one clip: mask w_k h_kᵀ / (W H + ε) on the input.
 
+    That is the log ratio (:func:`~nmfinterp.explain.soft_mask`'s ``"log"``) whatever the
+    explanation's ``mask_ratio``: the components' masks then add up to one, so their audio adds
+    up to the input (the linear ratios of the parts add up to less than the whole's).
+
     h_k is taken in the frames where the explanation keeps the component
     (``explanations.gates``), or in every frame when it keeps it nowhere.
 
@@ -131,7 +135,7 @@ def _fmt(v) -> str:
 
 
 def _settings(settings: Mapping) -> str:
-    keys = ("top_k", "threshold", "mask_domain", "relevance_mode")
+    keys = ("top_k", "threshold", "mask_ratio", "mask_domain", "relevance_mode")
     return ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) or "default"
 
 

@@ -207,6 +207,37 @@ def test_fit_gates_trains_with_its_residual_weight_unless_told(monkeypatch):
     assert losses[1.0] < losses[RESIDUAL_WEIGHT]
 
 
+def test_fit_gates_trains_through_the_mask_ratio_it_is_given(monkeypatch):
+    """The gates are trained through explain's mask (MASK_RATIO) unless fit_gates is told another
+    ratio, in the objective's mask and in its contrast term alike; a wrong one is named."""
+    import sys
+
+    import nmfinterp.gates as gates_module
+    from nmfinterp.explain import MASK_RATIO
+
+    explain_module = sys.modules["nmfinterp.explain"]  # the package's `explain` is the function
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("ratio", args[4] if len(args) > 4 else "log"))
+        return soft_mask(*args, **kwargs)
+
+    monkeypatch.setattr(gates_module, "soft_mask", recording)
+    monkeypatch.setattr(explain_module, "soft_mask", recording)
+    clf, x_train, y_train, _ = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    pipe[-1].fit_gates(x_train, epochs=1, hidden=8, mixtures=0, contrast_penalty=3.0)
+    assert seen and set(seen) == {MASK_RATIO} and MASK_RATIO == "linear"
+    seen.clear()
+    pipe[-1].fit_gates(
+        x_train, epochs=1, hidden=8, mixtures=0, contrast_penalty=3.0, mask_ratio="log"
+    )
+    assert seen and set(seen) == {"log"}
+    with pytest.raises(ValueError, match=r"mask_ratio='Linear'; expected 'linear'"):
+        pipe[-1].fit_gates(x_train, epochs=1, mask_ratio="Linear")
+
+
 def test_fit_gates_needs_a_fitted_single_label_interpreter():
     from sklearn.exceptions import NotFittedError
 

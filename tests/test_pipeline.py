@@ -352,6 +352,34 @@ def test_an_interpreter_without_class_usage_explains_without_the_contrast_term(s
         explain(old, x, contrast_penalty=10.0)
 
 
+def test_mask_ratio_chooses_the_models_the_mask_divides(setup, fitted):
+    """mask_ratio="log" is L2I's mask, W(g ⊙ H) / (W H); the default divides the magnitudes those
+    models stand for, which keeps less of the same gates' bins. The refinement optimises through
+    the mask it is given, and the explanation's mask is that one of its own gates."""
+    x = setup[2].waveforms[:4]
+    W = torch.as_tensor(fitted[1].dictionary_, dtype=torch.float32)
+    linear = explain(fitted, x, refine_steps=0)
+    log = explain(fitted, x, refine_steps=0, mask_ratio="log")
+    assert (linear.settings["mask_ratio"], log.settings["mask_ratio"]) == ("linear", "log")
+    for j in range(len(x)):
+        np.testing.assert_array_equal(linear.gates[j], log.gates[j])
+        H = torch.as_tensor(log.activations[j])[None]
+        g = torch.as_tensor(log.gates[j], dtype=torch.float32)[None]
+        np.testing.assert_allclose(log.masks[j], soft_mask(W, H, g)[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(
+            linear.masks[j], soft_mask(W, H, g, ratio="linear")[0].numpy(), atol=1e-6
+        )
+        assert np.all(linear.masks[j] <= log.masks[j] + 1e-6)
+    assert np.mean(np.concatenate(linear.masks)) < np.mean(np.concatenate(log.masks))
+    refined = explain(fitted, x, refine_steps=5, mask_ratio="log")
+    for j in range(len(x)):
+        H = torch.as_tensor(refined.activations[j])[None]
+        g = torch.as_tensor(refined.gates[j], dtype=torch.float32)[None]
+        np.testing.assert_allclose(refined.masks[j], soft_mask(W, H, g)[0].numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match=r"mask_ratio='magnitude'; expected 'linear'"):
+        explain(fitted, x, mask_ratio="magnitude")
+
+
 def test_mask_power_sharpens_the_mask_of_the_same_gates(setup, fitted):
     """mask_power=p turns the ratio r of the kept components' model into r^p / (r^p + (1 - r)^p):
     the same gates without refinement, a mask nearer 0 and 1, and the refinement optimises the

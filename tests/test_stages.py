@@ -180,6 +180,38 @@ def test_relevance_selection_and_mask():
     )
 
 
+def test_the_linear_ratio_mask_divides_the_magnitudes_the_components_model():
+    # mask_ratio="linear": expm1(W(g ⊙ H)) / expm1(W H), against float64 numpy
+    rng = np.random.default_rng(0)
+    W, H = rng.random((6, 4)) * 2, rng.random((1, 4, 9))
+    g = (rng.random((1, 4, 9)) > 0.5).astype(np.float64)
+    expected = np.expm1(W @ (H * g)) / np.expm1(W @ H)
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    linear = soft_mask(t(W), t(H), t(g), ratio="linear")
+    np.testing.assert_allclose(linear.numpy(), expected, atol=1e-5)
+    # expm1 is convex and 0 at 0: the linear ratio never keeps more than the log one
+    log = soft_mask(t(W), t(H), t(g))
+    assert (linear <= log + 1e-6).all() and (linear < log - 0.01).any()
+    # with the power, it sharpens the linear ratio
+    r = linear.numpy()
+    sharp = soft_mask(t(W), t(H), t(g), power=2.0, ratio="linear").numpy()
+    np.testing.assert_allclose(sharp, r**2 / (r**2 + (1 - r) ** 2), atol=1e-5)
+    # a model far louder than float32's expm1 reaches (e^89 overflows): still the ratio
+    loud = soft_mask(
+        t(np.full((1, 2), 100.0)), t(np.ones((1, 2, 1))), t([[1.0, 0.0]]), ratio="linear"
+    )
+    assert torch.isfinite(loud).all()
+    np.testing.assert_allclose(loud.numpy().ravel(), [np.exp(-100.0)], atol=1e-30)
+    # nothing modelled (W H = 0): nothing kept, not NaN
+    assert (
+        soft_mask(torch.zeros(3, 2), t(np.ones((1, 2, 4))), t([[1.0, 1.0]]), ratio="linear")
+        .eq(0)
+        .all()
+    )
+    with pytest.raises(ValueError, match=r"mask_ratio='lin'; expected 'linear' .* or 'log'"):
+        soft_mask(t(W), t(H), t(g), ratio="lin")
+
+
 def test_masked_spectrum_keeps_phase_and_bounds_magnitude():
     S = torch.randn(1, 5, 7, dtype=torch.complex64)
     M = torch.rand(1, 5, 7)
