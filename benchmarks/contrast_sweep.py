@@ -7,6 +7,7 @@
     python benchmarks/contrast_sweep.py --param residual_weight [--weights 0 0.25 0.5 1]
     python benchmarks/contrast_sweep.py --mask-power 2 --out F.json   # another param at mask_power=2
     python benchmarks/contrast_sweep.py --mask-ratio log --out F.json  # ... with the log-ratio mask
+    python benchmarks/contrast_sweep.py --mask-ratio linear log --out F.json  # each value with both
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -19,7 +20,7 @@ them; does its faithfulness, or the share of the explanation's energy from the d
 (both sources alike). ``--param mask_power``: the explanation mask's sharpness (1: the ratio of the
 kept components' model to the whole; 2: the Wiener mask on power spectra), which the refinement
 optimises through; ``--mask-ratio`` the ratio it is (``explain``'s ``mask_ratio``) for every
-value of another param. ``--param residual_weight``: the weight of the objective's residual term (how
+value of another param; with several, every value is run with each, on the same pipeline. ``--param residual_weight``: the weight of the objective's residual term (how
 much what the explanation leaves out must lose the decision).
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
@@ -33,6 +34,7 @@ for another split with ``--train-folds`` and ``--test-fold``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -110,15 +112,18 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--mask-ratio",
+        nargs="+",
         choices=MASK_RATIOS,
-        default=MASK_RATIO,
-        help="explain's mask_ratio for every value of --param (%(default)s)",
+        default=[MASK_RATIO],
+        help="explain's mask_ratio for every value of --param; several: each value with each, "
+        "on the same pipeline (%(default)s)",
     )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
     default, values, name = PARAMS[args.param]
     fixed = {} if args.param == "mask_power" else {"mask_power": args.mask_power}
-    fixed["mask_ratio"] = args.mask_ratio
+    ratios = list(dict.fromkeys(args.mask_ratio))
+    fixed["mask_ratio"] = ratios[0] if len(ratios) == 1 else ratios
     args.weights = values if args.weights is None else args.weights
     bad = [w for w in args.weights if not w >= 0]
     if args.param == "refine_steps":
@@ -145,16 +150,19 @@ def main(argv=None) -> int:
     for cname in CONDITIONS:
         cond = conditions[cname]
         x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
-        for w in args.weights:
+        for ratio, w in itertools.product(ratios, args.weights):
             t = time.perf_counter()
-            ex = explain(pipe, x, classes=classes, **fixed, **{args.param: w})
+            settings = fixed | {"mask_ratio": ratio, args.param: w}
+            ex = explain(pipe, x, classes=classes, **settings)
             seconds = time.perf_counter() - t
             r = score_masks(probs, spec, x, np.stack(ex.masks), classes, deciding, other)
             r["seconds_per_clip"] = seconds / len(x)
             r["n"] = len(x)
-            results[cname][str(w)] = r
+            # one ratio: the value alone (as every sweep saved before several existed)
+            key = str(w) if len(ratios) == 1 else f"{w}, mask_ratio={ratio}"
+            results[cname][key] = r
             _log(
-                f"  {cname:12s} {args.param}={w:<7g} "
+                f"  {cname:12s} {args.param}={key:<24s} "
                 + " ".join(f"{k} {r[k]['mean']:.2f}" for k in METRICS if k in r)
             )
     out = {

@@ -156,6 +156,12 @@ SWEEPS = {
 }
 
 
+def _sweep_row(param: str, key: str) -> str:
+    """A sweep's row label from its key: the value, then the ratio where it ran several."""
+    value, _, ratio = key.partition(", ")
+    return f"{param}={float(value):g}" + (f", {ratio}" if ratio else "")
+
+
 def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]:
     """A sweep's section, from benchmarks/contrast_sweep.py's JSON (one explain setting over
     its values; saved before ``param`` existed: the contrast weight). ``name``: the JSON's, when
@@ -167,7 +173,10 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         title += f" at mask_power={power:g}"
         command += f" --mask-power {power:g}"
     ratio = sweep.get("settings", {}).get("mask_ratio")  # saved before it existed: "log"
-    if ratio is not None:
+    if isinstance(ratio, list):  # every value with each ratio, on the same pipeline
+        title += ", " + " and ".join(ratio) + "-ratio masks"
+        command += " --mask-ratio " + " ".join(ratio)
+    elif ratio is not None:
         title += f", {ratio}-ratio mask"
         command += f" --mask-ratio {ratio}"
     train_folds, test_fold = sweep.get("train_folds", [1, 2, 3]), sweep.get("test_fold", 4)
@@ -187,7 +196,9 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         ("mask_mean", ".2f"),
     ]
     others = "".join(
-        f"; {k}={v}" if isinstance(v, str) else f"; {k}={v:g}"
+        f"; {k}={' and '.join(v) if isinstance(v, list) else v}"
+        if isinstance(v, str | list)
+        else f"; {k}={v:g}"
         for k, v in sweep.get("settings", {}).items()
     )
     if sweep.get("weights"):  # the values it ran, which --weights may have chosen
@@ -207,7 +218,7 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         first = next(iter(rows.values()))
         lines += ["", f"{titles.get(cname, cname)} ({first['n']} clips):", ""]
         lines += table(
-            {f"{param}={float(w):g}": r for w, r in rows.items()},
+            {_sweep_row(param, w): r for w, r in rows.items()},
             [(c, f) for c, f in cols if c in first],
             first="value",
         )

@@ -204,6 +204,25 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
         "(`python benchmarks/contrast_sweep.py --param residual_weight --train-folds 1 3 4 "
         "--test-fold 2 --out benchmarks/results/residual_sweep_test_fold2.json`"
     ) in text
+    # every value with each of two mask ratios on one pipeline: both in the title, the command
+    # and the rows
+    sweep.update(param="contrast_penalty", settings={"mask_ratio": ["linear", "log"]}, test_fold=4)
+    sweep["train_folds"] = [1, 2, 3]
+    sweep["results"] = {
+        "clean": {
+            f"{w}, mask_ratio={m}": {"Fid-In": score, "n": 3}
+            for m in ("linear", "log")
+            for w in (100.0, 300.0)
+        }
+    }
+    text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_ratios"))
+    assert "## The contrast term's weight, linear and log-ratio masks" in text
+    assert "; mask_ratio=linear and log)" in text
+    assert "contrast_sweep.py --mask-ratio linear log --out benchmarks/" in text
+    rows = [r.split(" | ")[0] for r in text.splitlines() if r.startswith("| contrast_penalty=")]
+    assert rows == [
+        f"| contrast_penalty={w}, mask_ratio={m}" for m in ("linear", "log") for w in (100, 300)
+    ]
 
 
 def test_another_split_shows_its_command_targets_and_seeds(make_table):
