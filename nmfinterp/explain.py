@@ -153,7 +153,8 @@ def soft_mask(
     [0.75, 0.25]
     >>> [round(v, 3) for v in soft_mask(W, H, keep_first, power=2.0)[0, :, 0].tolist()]
     [0.9, 0.1]
-    >>> [round(v, 3) for v in soft_mask(W, H, keep_first, ratio="linear")[0, :, 0].tolist()]  # (e³ − 1) / (e⁴ − 1)
+    >>> linear = soft_mask(W, H, keep_first, ratio="linear")[0, :, 0]  # (e³ − 1) / (e⁴ − 1), ...
+    >>> [round(v, 3) for v in linear.tolist()]
     [0.356, 0.032]
     """
     _mask_ratio(ratio)
@@ -681,8 +682,8 @@ def explain(
     For each clip: the interpreter's activations H, the relevance of each component to the class
     (r_k = z_k θ_{c,k} / max_j z_j θ_{c,j}), the selected components (refined through the
     classifier unless ``refine_steps=0``), a soft mask, the kept components' share of the
-    model (expm1(W_S H_S) / expm1(W H) by default, :func:`soft_mask`), and the masked spectrogram turned back into audio with the input's own
-    phase.
+    model (expm1(W_S H_S) / expm1(W H) by default, :func:`soft_mask`), and the masked
+    spectrogram turned back into audio with the input's own phase.
 
     Parameters
     ----------
