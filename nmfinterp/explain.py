@@ -24,7 +24,8 @@ REFINE_STEPS = 20
 #: weight of the kept energy share in the refinement's objective by default (docs/benchmarks.md)
 ENERGY_PENALTY = 0.3
 #: weight of the refinement's contrast term by default (see :func:`contrast_weights`;
-#: docs/benchmarks.md measures it against 0)
+#: docs/benchmarks.md measures it against 0): 300 with the linear-ratio mask, 100 with the log
+#: ratio before (docs/method.md, "The mask's ratio")
 CONTRAST_PENALTY = 300.0
 #: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
 MASK_POWER = 1.0
