@@ -20,7 +20,8 @@ them; does its faithfulness, or the share of the explanation's energy from the d
 (both sources alike). ``--param mask_power``: the explanation mask's sharpness (1: the ratio of the
 kept components' model to the whole; 2: the Wiener mask on power spectra), which the refinement
 optimises through; ``--mask-ratio`` the ratio it is (``explain``'s ``mask_ratio``) for every
-value of another param; with several, every value is run with each, on the same pipeline. ``--param residual_weight``: the weight of the objective's residual term (how
+value of another param; with several, every value is run with each, on the same pipeline.
+``--param residual_weight``: the weight of the objective's residual term (how
 much what the explanation leaves out must lose the decision).
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
