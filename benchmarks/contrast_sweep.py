@@ -8,6 +8,7 @@
     python benchmarks/contrast_sweep.py --mask-power 2 --out F.json   # another param at mask_power=2
     python benchmarks/contrast_sweep.py --mask-ratio log --out F.json  # ... with the log-ratio mask
     python benchmarks/contrast_sweep.py --mask-ratio linear log --out F.json  # each value with both
+    python benchmarks/contrast_sweep.py --dictionary plain per_class --out F.json  # both dictionaries
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -21,6 +22,9 @@ them; does its faithfulness, or the share of the explanation's energy from the d
 kept components' model to the whole; 2: the Wiener mask on power spectra), which the refinement
 optimises through; ``--mask-ratio`` the ratio it is (``explain``'s ``mask_ratio``) for every
 value of another param; with several, every value is run with each, on the same pipeline.
+``--dictionary``: the pipeline's dictionary, one for all classes (``plain``) or one block per
+class (``per_class``, ``NMFDictionary(per_class=True)``); with both, each is fitted on the same
+classifier and every value runs on each.
 ``--param residual_weight``: the weight of the objective's residual term (how
 much what the explanation leaves out must lose the decision).
 
@@ -73,6 +77,8 @@ from nmfinterp.explain import (  # noqa: E402
     explain,
 )
 
+#: --dictionary's choices: one dictionary for all classes, or one block of patterns per class
+DICTIONARIES = ("plain", "per_class")
 CONDITIONS = ("clean", "mix_0.8_0.2", "mix_equal")
 METRICS = ("Fid-In", "FF", "AI", "AD", "si_sdr_gap", "energy_share", "mask_mean")
 #: the settings this sweeps: their defaults, the values swept unless --weights says, the JSON's name
@@ -119,6 +125,14 @@ def main(argv=None) -> int:
         help="explain's mask_ratio for every value of --param; several: each value with each, "
         "on the same pipeline (%(default)s)",
     )
+    p.add_argument(
+        "--dictionary",
+        nargs="+",
+        choices=DICTIONARIES,
+        default=["plain"],
+        help="the pipeline's dictionary: one for all classes, or a block per class; several: "
+        "each on the same classifier (%(default)s)",
+    )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
     default, values, name = PARAMS[args.param]
@@ -141,26 +155,32 @@ def main(argv=None) -> int:
     )
     _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
     commit = _git_commit()  # before the fit: the code it ran
-    pipe, fit_seconds = _fit_pipeline(clf, args.sr, FULL, train, y_train)
-    fidelity = float(pipe.score(test.waveforms, y_test))
-    _log(f"pipeline fit {fit_seconds:.0f} s, top-1 fidelity {fidelity:.3f}")
-    spec = pipe[0]
+    dictionaries = list(dict.fromkeys(args.dictionary))
+    pipes, pipelines = {}, {}
+    for d in dictionaries:
+        cfg = FULL | {"per_class": d == "per_class"}
+        pipes[d], fit_seconds = _fit_pipeline(clf, args.sr, cfg, train, y_train)
+        fidelity = float(pipes[d].score(test.waveforms, y_test))
+        pipelines[d] = {"fidelity_top1": fidelity, "fit_seconds": fit_seconds}
+        _log(f"{d} pipeline fit {fit_seconds:.0f} s, top-1 fidelity {fidelity:.3f}")
     probs = lambda w: _softmax(predict_logits(clf, w))  # noqa: E731
     conditions = make_conditions(test, speech)
     results: dict = {c: {} for c in CONDITIONS}
     for cname in CONDITIONS:
         cond = conditions[cname]
         x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
-        for ratio, w in itertools.product(ratios, args.weights):
+        for d, ratio, w in itertools.product(dictionaries, ratios, args.weights):
             t = time.perf_counter()
             settings = fixed | {"mask_ratio": ratio, args.param: w}
-            ex = explain(pipe, x, classes=classes, **settings)
+            ex = explain(pipes[d], x, classes=classes, **settings)
             seconds = time.perf_counter() - t
-            r = score_masks(probs, spec, x, np.stack(ex.masks), classes, deciding, other)
+            r = score_masks(probs, pipes[d][0], x, np.stack(ex.masks), classes, deciding, other)
             r["seconds_per_clip"] = seconds / len(x)
             r["n"] = len(x)
-            # one ratio: the value alone (as every sweep saved before several existed)
-            key = str(w) if len(ratios) == 1 else f"{w}, mask_ratio={ratio}"
+            # the value alone where one ratio and one dictionary ran (as every sweep saved
+            # before several existed), else what tells the rows apart
+            key = str(w) + (f", mask_ratio={ratio}" if len(ratios) > 1 else "")
+            key += f", dictionary={d}" if len(dictionaries) > 1 else ""
             results[cname][key] = r
             _log(
                 f"  {cname:12s} {args.param}={key:<24s} "
@@ -173,7 +193,9 @@ def main(argv=None) -> int:
         "n_train": len(train),
         "n_test": len(test),
         "classifier_accuracy": accuracy,
-        "fidelity_top1": fidelity,
+        "fidelity_top1": pipelines[dictionaries[0]]["fidelity_top1"],
+        "dictionary": dictionaries[0] if len(dictionaries) == 1 else dictionaries,
+        "pipelines": pipelines,
         "n_components": FULL["n_components"],
         "param": args.param,
         "default_weight": default,

@@ -179,6 +179,19 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
     elif ratio is not None:
         title += f", {ratio}-ratio mask"
         command += f" --mask-ratio {ratio}"
+    dictionary = sweep.get("dictionary", "plain")  # saved before it existed: plain
+    if isinstance(dictionary, list):  # every value on each dictionary's pipeline, one classifier
+        title += ", " + " and ".join(d.replace("_", "-") for d in dictionary) + " dictionaries"
+        command += " --dictionary " + " ".join(dictionary)
+    elif dictionary != "plain":
+        title += f", {dictionary.replace('_', '-')} dictionary"
+        command += f" --dictionary {dictionary}"
+    fidelity, pipeline = f"{sweep['fidelity_top1']:.3f}", "the same pipeline"
+    if isinstance(dictionary, list):
+        pipeline = "each dictionary's pipeline, with one classifier"
+        fidelity = " and ".join(
+            f"{sweep['pipelines'][d]['fidelity_top1']:.3f} ({d})" for d in dictionary
+        )
     train_folds, test_fold = sweep.get("train_folds", [1, 2, 3]), sweep.get("test_fold", 4)
     if list(train_folds) != [1, 2, 3] or test_fold != 4:
         title += f", trained on folds {list(train_folds)}, tested on fold {test_fold}"
@@ -208,10 +221,10 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         f"## {title}",
         "",
         f"`explain(..., {param}=w)` for each value w (the default at that commit: "
-        f"{sweep['default_weight']:g}{others}) on the same pipeline (classifier "
+        f"{sweep['default_weight']:g}{others}) on {pipeline} (classifier "
         f"fold-{sweep['test_fold']} "
         f"accuracy {sweep['classifier_accuracy']:.3f}, interpreter top-1 fidelity "
-        f"{sweep['fidelity_top1']:.3f}), from `benchmarks/results/{name}.json` "
+        f"{fidelity}), from `benchmarks/results/{name}.json` "
         f"(`{command}`, commit `{sweep['commit']}`).",
     ]
     for cname, rows in sweep["results"].items():
