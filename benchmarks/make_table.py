@@ -410,16 +410,29 @@ DICTIONARY_COLS = [
 ]
 
 
+def dictionary_choice(settings: dict) -> str:
+    """``esc10.py``'s ``--dictionary`` in a run's settings (saved before it existed: ``per_class``
+    True for ``--per-class``, else one dictionary, the default then)."""
+    if "dictionary" in settings:
+        return settings["dictionary"]
+    return "per_class" if settings.get("per_class") else "plain"
+
+
 def dictionary_label(res: dict) -> str:
-    """How a run's dictionary was set (``esc10.py``'s ``--n-components`` and ``--per-class``)."""
-    s = res["settings"]
+    """How a run's dictionary was set (``esc10.py``'s ``--n-components`` and ``--dictionary``) and
+    what it learned: one block of patterns per predicted class, or one for all classes."""
     k = res["config"]["n_components"]
-    return f"K={k}" + (", per_class=True" if s.get("per_class") else "")
+    per_class = res["interpreters"]["nmfinterp"].get("per_class")
+    if per_class is None:  # saved before it was recorded: what the setting always learned then
+        per_class = dictionary_choice(res["settings"]) == "per_class"
+    learned = "per-class blocks" if per_class else "one dictionary"
+    choice = dictionary_choice(res["settings"])
+    return f"K={k}, {learned}" + (f" (--dictionary {choice})" if choice != "auto" else "")
 
 
 def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
     """nmfinterp's explanations with other dictionaries (runs of ``esc10.py --n-components K`` or
-    ``--per-class``) next to the defaults' in ``base``, the full run."""
+    ``--dictionary``) next to the defaults' in ``base``, the full run."""
     if not variants:
         return []
     head = [f"{cond} {HEAD.get(metric, metric)}" for cond, metric, _ in DICTIONARY_COLS]
@@ -429,7 +442,7 @@ def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
         "",
         "nmfinterp's explanations (the defaults' refinement) with other dictionaries, each a run of "
         "`python benchmarks/esc10.py` on the same split with the command in its row, against the "
-        "full run above (K=100, one dictionary for every class). The classifier is retrained in "
+        f"full run above ({dictionary_label(base)}). The classifier is retrained in "
         "every run with the same seed: the same accuracy says it is the same classifier. The last "
         "column is the equal-level energy share of the oracle within nmfinterp's selection: how "
         "much of the other source a choice of gates within that dictionary's selection could "
@@ -442,8 +455,9 @@ def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
     ]
     for res, name in [(base, "esc10"), *variants]:
         s = res["settings"]
+        choice = dictionary_choice(s)
         flags = (f" --n-components {s['n_components']}" if s.get("n_components") else "") + (
-            " --per-class" if s.get("per_class") else ""
+            f" --dictionary {choice}" if choice != "auto" else ""
         )
         command = "the full run" if name == "esc10" else f"`...{flags} --name {name}`"
         rows = res["results"]
@@ -548,6 +562,7 @@ def render(
         label = {
             "nmfinterp": "nmfinterp defaults",
             "faithful": "faithfulness=1",
+            "one dictionary": "one dictionary for all classes (L2I's; the official row's)",
             "constant": f"{l2i_training(res)} (L2I's training)",
         }.get(key, key)
         lines.append(
@@ -835,13 +850,13 @@ def main(argv=None):
         (json.loads(p.read_text()), p.stem, _saved(p.stem.replace("esc10_", "fidelity_seeds_")))
         for p in sorted((ROOT / "benchmarks" / "results").glob("esc10_test_fold*.json"))
     ]
-    # other dictionaries: esc10.py --n-components K / --per-class --name esc10_dictionary_...
+    # other dictionaries: esc10.py --n-components K / --dictionary D --name esc10_dictionary_...
     # (esc10_dictionary_converged.json, from before these options, is quoted in method.md instead)
     dictionaries = [
         (r, p.stem)
         for p in sorted((ROOT / "benchmarks" / "results").glob("esc10_dictionary_*.json"))
         if (r := json.loads(p.read_text()))["settings"].get("n_components")
-        or r["settings"].get("per_class")
+        or dictionary_choice(r["settings"]) != "auto"
     ]
     dst.write_text(
         render(

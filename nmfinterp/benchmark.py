@@ -101,6 +101,7 @@ METHODS = [
     "nmfinterp, amortised gates",
     "nmfinterp, amortised gates, hidden=64",
     "nmfinterp, amortised gates, residual_weight=1",
+    "nmfinterp, one dictionary for all classes",
     "nmfinterp, log-ratio mask, contrast_penalty=100",
     "nmfinterp, contrast_penalty=0",
     "nmfinterp, energy_penalty=0",
@@ -132,6 +133,9 @@ GATE_ROWS = {
         {"residual_weight": 1.0},
     ),
 }
+
+#: ``--dictionary``'s choices: the ``NMFDictionary(per_class=...)`` each stands for
+DICTIONARY_CHOICES = {"auto": "auto", "plain": False, "per_class": True}
 
 #: the ``feature_components`` whose fit the cost section also times (docs/method.md measures its fidelity)
 PROJECTED_COMPONENTS = 32
@@ -177,6 +181,7 @@ QUICK = {
 # full run has them): the default row, "no refinement" and the official L2I row stay.
 QUICK_SKIPS = (
     "nmfinterp, amortised gates, hidden=64",
+    "nmfinterp, one dictionary for all classes",
     "nmfinterp, amortised gates, residual_weight=1",
     "nmfinterp, log-ratio mask, contrast_penalty=100",
     "nmfinterp, contrast_penalty=0",
@@ -405,7 +410,7 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
         cfg["n_components"],
         cfg["epochs"],
         random_state=0,
-        dictionary_params={"per_class": cfg.get("per_class", False)},
+        dictionary_params={"per_class": cfg.get("per_class", "auto")},
         **params,
     )
     t = time.perf_counter()
@@ -509,8 +514,11 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
             mask_ratio="log",
         )
         return np.stack(ex.masks), "linear"
-    if method == "L2I, official selection":
-        return np.stack(explain(pipes["nmfinterp"], x, classes=classes, **OFFICIAL).masks), "log"
+    if method == "nmfinterp, one dictionary for all classes":  # the default dictionary before
+        return np.stack(explain(pipes["one dictionary"], x, classes=classes).masks), "linear"
+    if method == "L2I, official selection":  # L2I's selection on L2I's dictionary (one for all)
+        ex = explain(pipes["one dictionary"], x, classes=classes, **OFFICIAL)
+        return np.stack(ex.masks), "log"
     if method == "nmfinterp, faithfulness=1":
         return np.stack(explain(pipes["faithful"], x, classes=classes).masks), "linear"
     if method == "random components":
@@ -1078,10 +1086,19 @@ def main(argv=None) -> int:
         help="the dictionary's K (default: 100; 50 with --quick)",
     )
     p.add_argument(
+        "--dictionary",
+        choices=list(DICTIONARY_CHOICES),
+        default="auto",
+        help="the ESC classifier's dictionaries: NMFDictionary's default ('auto': a block of "
+        "patterns per predicted class where each gets at least MIN_PATTERNS_PER_CLASS), one for "
+        "all classes ('plain') or always per class ('per_class')",
+    )
+    p.add_argument(
         "--per-class",
-        action="store_true",
-        help="the ESC classifier's interpreters with NMFDictionary(per_class=True): a block of "
-        "K / n_classes patterns per class",
+        dest="dictionary",
+        action="store_const",
+        const="per_class",
+        help="the same as --dictionary per_class",
     )
     p.add_argument(
         "--pooling",
@@ -1105,7 +1122,7 @@ def main(argv=None) -> int:
         if args.n_components < 2:
             p.error(f"--n-components {args.n_components}: expected an integer >= 2")
         cfg["n_components"] = args.n_components
-    cfg["per_class"] = args.per_class
+    cfg["per_class"] = DICTIONARY_CHOICES[args.dictionary]
     if args.pooling is not None:
         cfg["pooling"] = args.pooling
     t_start = time.perf_counter()
@@ -1137,11 +1154,18 @@ def main(argv=None) -> int:
     ]
     if "nmfinterp, faithfulness=1" in args.methods:
         fits_to_run.append(("faithful", {"faithfulness": 1.0}))
+    # L2I's dictionary, one for all classes: its own pipeline where the defaults learned blocks
+    if {"nmfinterp, one dictionary for all classes", "L2I, official selection"} & {*args.methods}:
+        fits_to_run.append(("one dictionary", {}))
     for key, params in fits_to_run:
-        pipes[key], fits[key] = _fit_pipeline(clf, args.sr, cfg, train, y_train, **params)
+        if key == "one dictionary" and not pipes["nmfinterp"][1].per_class_:
+            pipes[key] = pipes["nmfinterp"]  # the defaults' dictionary is one already
+            continue
+        run_cfg = cfg | {"per_class": False} if key == "one dictionary" else cfg
+        pipes[key], fits[key] = _fit_pipeline(clf, args.sr, run_cfg, train, y_train, **params)
         _log(
-            f"{key}: K={cfg['n_components']} fit {fits[key]:.0f} s, top-1 fidelity "
-            f"{pipes[key].score(test.waveforms, y_test):.3f}"
+            f"{key}: K={cfg['n_components']} per-class {pipes[key][1].per_class_}, fit "
+            f"{fits[key]:.0f} s, top-1 fidelity {pipes[key].score(test.waveforms, y_test):.3f}"
         )
     # without the methods' evaluation only the defaults' network is needed (the cost section's)
     gated = [
@@ -1171,6 +1195,7 @@ def main(argv=None) -> int:
                 "fit_seconds": fits[key],
                 "fit_seconds_per_clip": fits[key] / len(train),
                 "fidelity_top1": float(pipes[key].score(test.waveforms, y_test)),
+                "per_class": bool(pipes[key][1].per_class_),
                 **(gate_records if key == "nmfinterp" else {}),
                 "params": {
                     k: v

@@ -710,7 +710,8 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="X",
         help="with refinement, weight of the energy kept from components that other classes the "
-        "classifier hears use more than the explained one (default: 300; 0: off)",
+        "classifier hears use more than the explained one (default: 300; 100 where the "
+        "dictionary has a block of patterns per class; 0: off)",
     )
     p.add_argument(
         "--mask-power",

@@ -20,6 +20,10 @@ from .features import AudioFeatures, is_audio_features
 # beta <= 0 (Itakura-Saito) cannot take zeros: every frame gets this floor.
 _EPS = 1e-6
 
+#: ``per_class="auto"`` learns a block per predicted class when each gets at least this many
+#: patterns (the setting measured on ESC-10: K=100 for 10 classes; docs/method.md, "Dictionary")
+MIN_PATTERNS_PER_CLASS = 10
+
 
 def to_frames(V: np.ndarray) -> np.ndarray:
     """Audio orientation ``(n_clips, F, T)`` -> scikit-learn orientation ``(n_clips * T, F)``.
@@ -48,10 +52,16 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
     beta_loss : {"frobenius", "kullback-leibler", "itakura-saito"} or float, default="frobenius"
         β-divergence, as in ``NMF``. Anything but Frobenius needs ``solver="mu"``.
     solver : {"cd", "mu"}, default="cd"
-    per_class : bool, default=False
-        Learn one block of ``n_components // n_classes`` patterns on the clips of each class the
-        classifier predicts (``argmax`` of ``y``) and concatenate the blocks; any remainder is learned
-        on all clips. Needs ``y`` in ``fit``.
+    per_class : bool or "auto", default="auto"
+        ``True``: learn one block of ``n_components // n_classes`` patterns on the clips of each
+        class the classifier predicts (``argmax`` of ``y``) and concatenate the blocks; any
+        remainder is learned on all clips. Needs ``y`` in ``fit``. ``False``: one dictionary for
+        all clips (L2I's). ``"auto"``: per class when ``fit`` is given the classifier's outputs
+        (two or more columns), they predict two or more classes and each gets at least
+        ``MIN_PATTERNS_PER_CLASS`` (10) patterns; else one dictionary (``partial_fit`` always
+        learns one). ``per_class_`` says which was learned. On ESC-10 (10 classes, K=100) the
+        blocks let the explanations of equal-level mixtures keep much more of the deciding source
+        with the classifier's decision kept as well (docs/method.md, "Dictionary").
     max_frames : int or None, default=10000
         NMF is fitted on at most this many frames, drawn at random (all when ``None``).
     batch_size : int or None, default=None
@@ -74,8 +84,10 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         Wᵀ, as scikit-learn orients it, columns of W L2-normalised.
     dictionary_ : ndarray (F, K)
         W in the audio orientation.
+    per_class_ : bool
+        Whether one block per predicted class was learned (what ``per_class`` chose).
     class_of_component_ : ndarray (K,)
-        With ``per_class``, the class whose clips each pattern was learned on (-1: shared).
+        With ``per_class_``, the class whose clips each pattern was learned on (-1: shared).
     reconstruction_err_ : float
         Frobenius error of the frames it was fitted on, with the normalised W.
 
@@ -103,7 +115,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "beta_loss": [StrOptions({"frobenius", "kullback-leibler", "itakura-saito"}), Real],
         "solver": [StrOptions({"cd", "mu"})],
-        "per_class": ["boolean"],
+        "per_class": ["boolean", StrOptions({"auto"})],
         "max_frames": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -121,7 +133,7 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         *,
         beta_loss="frobenius",
         solver="cd",
-        per_class=False,
+        per_class="auto",
         max_frames=10000,
         batch_size=None,
         max_iter=200,
@@ -216,21 +228,12 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
             if n_clips
             else np.arange(len(frames))
         )
-        if self.per_class:
-            if y is None:
-                raise ValueError(
-                    "per_class=True learns one block per predicted class and needs y "
-                    "(the classifier's outputs per clip) in fit."
-                )
-            rows = n_clips if n_clips else len(frames)
-            labels = check_outputs(y, rows).argmax(axis=1)[clip_of_frame]
+        labels = self._predicted_classes(y, n_clips if n_clips else len(frames))
+        self.per_class_ = labels is not None
+        if self.per_class_:
+            labels = labels[clip_of_frame]
             classes = np.unique(labels)
             k = self.n_components // len(classes)
-            if k < 1:
-                raise ValueError(
-                    f"n_components={self.n_components} is fewer than the {len(classes)} predicted classes; "
-                    "per_class=True needs at least one component per class."
-                )
             groups = [(c, labels == c, k) for c in classes]
             rest = self.n_components - k * len(classes)
             if rest:
@@ -263,6 +266,30 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         self.reconstruction_err_ = float(np.linalg.norm(sample - Ht @ self.components_))
         return self
 
+    def _predicted_classes(self, y, rows: int) -> np.ndarray | None:
+        """Each row's predicted class where ``per_class`` learns blocks, else ``None``."""
+        mode = "auto" if isinstance(self.per_class, str) else bool(self.per_class)
+        if mode is False or (mode == "auto" and y is None):
+            return None
+        if y is None:
+            raise ValueError(
+                "per_class=True learns one block per predicted class and needs y "
+                "(the classifier's outputs per clip) in fit."
+            )
+        if mode == "auto" and np.ndim(y) == 2 and np.shape(y)[1] == 1:
+            return None  # one output (e.g. a detector's probability): nothing to split by
+        labels = check_outputs(y, rows).argmax(axis=1)
+        n_classes = len(np.unique(labels))
+        if mode == "auto":
+            enough = n_classes >= 2 and self.n_components // n_classes >= MIN_PATTERNS_PER_CLASS
+            return labels if enough else None
+        if self.n_components < n_classes:
+            raise ValueError(
+                f"n_components={self.n_components} is fewer than the {n_classes} predicted classes; "
+                "per_class=True needs at least one component per class."
+            )
+        return labels
+
     def _set_components(self, Wt, owners):
         norms = np.linalg.norm(Wt, axis=1, keepdims=True)
         # a component that came out all zero (too little data) is kept as a flat spectrum
@@ -291,11 +318,13 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         if first:
             self._validate_params()
             self._check_solver()
-            if self.per_class:
+            if not isinstance(self.per_class, str) and self.per_class:
                 raise ValueError(
                     "per_class=True learns one block per class from all the data at once; "
-                    "partial_fit learns one dictionary from a stream. Use per_class=False."
+                    "partial_fit learns one dictionary from a stream. Use per_class=False "
+                    "(or 'auto', which learns one there)."
                 )
+            self.per_class_ = False
         frames, _ = self._frames(X, reset=first)
         frames = self._floor(frames)
         if first:

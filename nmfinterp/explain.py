@@ -27,6 +27,10 @@ ENERGY_PENALTY = 0.3
 #: docs/benchmarks.md measures it against 0): 300 with the linear-ratio mask, 100 with the log
 #: ratio before (docs/method.md, "The mask's ratio")
 CONTRAST_PENALTY = 300.0
+#: ... where the dictionary has a block of patterns per class (``NMFDictionary(per_class=...)``):
+#: its components' class usage is sharper, and the same rule (the largest weight whose intervals
+#: stay inside every clean-clip target) chose 100 (docs/method.md, "Dictionary")
+CONTRAST_PENALTY_PER_CLASS = 100.0
 #: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
 MASK_POWER = 1.0
 #: the models whose ratio the mask is by default (:func:`soft_mask`; docs/method.md, "The mask's
@@ -193,12 +197,23 @@ def masked_spectrum(spec: torch.Tensor, mask: torch.Tensor, domain: str = "linea
     raise ValueError(f"mask_domain={domain!r}; expected 'linear' or 'log'.")
 
 
+def default_contrast_penalty(interpreter) -> float:
+    """The contrast weight ``explain`` uses by default for this fitted interpreter:
+    ``CONTRAST_PENALTY_PER_CLASS`` when its dictionary learned a block of patterns per class,
+    ``CONTRAST_PENALTY`` when it learned one for all, 0 without ``class_usage_`` (multilabel, or
+    fitted before it existed)."""
+    if getattr(interpreter, "class_usage_", None) is None:
+        return 0.0
+    owners = getattr(getattr(interpreter, "dictionary_", None), "class_of_component_", None)
+    per_class = owners is not None and bool((np.asarray(owners) >= 0).any())
+    return CONTRAST_PENALTY_PER_CLASS if per_class else CONTRAST_PENALTY
+
+
 def _contrast_penalty(interpreter, value) -> float:
-    """``contrast_penalty`` checked; ``None``: ``CONTRAST_PENALTY``, or 0 for an interpreter
-    without ``class_usage_`` (multilabel, or fitted before it existed)."""
+    """``contrast_penalty`` checked; ``None``: :func:`default_contrast_penalty`."""
     usage = getattr(interpreter, "class_usage_", None)
     if value is None:
-        return 0.0 if usage is None else CONTRAST_PENALTY
+        return default_contrast_penalty(interpreter)
     if not isinstance(value, int | float | np.number) or not value >= 0:
         raise ValueError(f"contrast_penalty={value!r}; expected a non-negative number or None.")
     if value and usage is None:
@@ -723,8 +738,10 @@ def explain(
         With refinement, also penalise the energy the explanation keeps from components that the
         other classes the classifier hears in the clip use more than the explained class does
         (:func:`contrast_weights`, from the interpreter's ``class_usage_``): on a mixture these
-        mostly carry the other source. ``None``: ``CONTRAST_PENALTY`` (300) when the interpreter
-        has ``class_usage_``, else 0; ``0`` turns the term off.
+        mostly carry the other source. ``None``: ``CONTRAST_PENALTY_PER_CLASS`` (100) when the
+        dictionary has a block of patterns per class, ``CONTRAST_PENALTY`` (300) when it has one
+        for all (:func:`default_contrast_penalty`), 0 when the interpreter has no
+        ``class_usage_``; ``0`` turns the term off.
     amortised : bool, default=False
         Choose the gates with the interpreter's gate network (trained once by
         :meth:`~nmfinterp.InterpreterEstimator.fit_gates`) instead of refining them through the

@@ -348,10 +348,28 @@ def test_the_dictionary_section_has_one_row_per_run_beside_the_full_run(make_tab
         full_run, [(big, "esc10_dictionary_k200"), (blocks, "esc10_dictionary_per_class")]
     )
     rows = [r.split(" | ") for r in lines if r.startswith("| K=")]
-    assert [r[0] for r in rows] == ["| K=100", "| K=200", "| K=100, per_class=True"]
+    # runs saved before --dictionary: per_class=False was one dictionary, the default then
+    assert [r[0] for r in rows] == [
+        "| K=100, one dictionary (--dictionary plain)",
+        "| K=200, one dictionary (--dictionary plain)",
+        "| K=100, per-class blocks (--dictionary per_class)",
+    ]
     assert rows[0][1] == f"the full run (commit `{full_run['commit']}`)"
-    assert rows[1][1] == "`... --n-components 200 --name esc10_dictionary_k200` (commit `abc1234`)"
-    assert rows[2][1].startswith("`... --per-class --name esc10_dictionary_per_class`")
+    assert rows[1][1] == (
+        "`... --n-components 200 --dictionary plain --name esc10_dictionary_k200` "
+        "(commit `abc1234`)"
+    )
+    assert rows[2][1].startswith("`... --dictionary per_class --name esc10_dictionary_per_class`")
+    # a run with --dictionary: the default ('auto') has no flag, and the label says what it learned
+    new = copy.deepcopy(full_run)
+    new["settings"].pop("per_class", None)
+    new["settings"]["dictionary"] = "auto"
+    new["interpreters"]["nmfinterp"]["per_class"] = True
+    assert make_table.dictionary_label(new) == "K=100, per-class blocks"
+    lines = make_table.dictionary_lines(new, [(big, "esc10_dictionary_k200")])
+    assert "against the full run above (K=100, per-class blocks)" in " ".join(lines)
+    new["interpreters"]["nmfinterp"]["per_class"] = False  # 'auto' with too few patterns a class
+    assert make_table.dictionary_label(new) == "K=100, one dictionary"
     assert rows[1][3] == "0.500" and rows[1][11] == "0.93 [0.90, 0.96]"
     assert rows[1][-1] == "– |"  # that run had no oracle row
     oracle = full_run["results"]["mix_equal"]["oracle gates within nmfinterp's selection"]

@@ -312,6 +312,7 @@ def test_help_states_explain_s_defaults():
     from nmfinterp.cli import build_parser
     from nmfinterp.explain import (
         CONTRAST_PENALTY,
+        CONTRAST_PENALTY_PER_CLASS,
         ENERGY_PENALTY,
         MASK_POWER,
         MASK_RATIO,
@@ -323,7 +324,10 @@ def test_help_states_explain_s_defaults():
     helps = {f: a.help for a in sub.choices["explain"]._actions for f in a.option_strings}
     assert f"(default: {REFINE_STEPS} for" in helps["--refine-steps"]
     assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
-    assert f"(default: {CONTRAST_PENALTY:g};" in helps["--contrast-penalty"]
+    assert (
+        f"(default: {CONTRAST_PENALTY:g}; {CONTRAST_PENALTY_PER_CLASS:g} where the dictionary has a block of patterns per class;"
+        in helps["--contrast-penalty"]
+    )
     assert f"(default: {MASK_POWER:g}, the ratio itself;" in helps["--mask-power"]
     assert f"(default: {RESIDUAL_WEIGHT:g};" in helps["--residual-weight"]
     assert f"(default: {MASK_RATIO})" in helps["--mask-ratio"]

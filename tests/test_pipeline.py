@@ -23,7 +23,13 @@ from nmfinterp import (
 )
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
 from nmfinterp.datasets import make_synthetic_sounds
-from nmfinterp.explain import CONTRAST_PENALTY, refine_selection, soft_mask
+from nmfinterp.explain import (
+    CONTRAST_PENALTY,
+    CONTRAST_PENALTY_PER_CLASS,
+    default_contrast_penalty,
+    refine_selection,
+    soft_mask,
+)
 
 SR = 16000
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -320,6 +326,26 @@ def test_contrast_penalty_keeps_less_of_what_rival_classes_use(setup, fitted):
 
     assert rival_share(on).sum() < rival_share(off).sum(), (rival_share(on), rival_share(off))
     assert np.all(rival_share(on) >= 0)
+
+
+def test_the_default_contrast_weight_follows_the_dictionary(setup, fitted):
+    """CONTRAST_PENALTY for one dictionary (what K=8 patterns for 4 classes learns by default),
+    CONTRAST_PENALTY_PER_CLASS where it has a block per class, 0 without class usage."""
+    interp = fitted[-1]
+    assert interp.dictionary_.per_class_ is False
+    assert default_contrast_penalty(interp) == CONTRAST_PENALTY
+    blocks = copy.copy(interp)
+    blocks.dictionary_ = copy.copy(interp.dictionary_)
+    blocks.dictionary_.class_of_component_ = np.repeat(np.arange(4), 2)
+    assert default_contrast_penalty(blocks) == CONTRAST_PENALTY_PER_CLASS != CONTRAST_PENALTY
+    pipe = copy.copy(fitted)
+    pipe.steps = [*fitted.steps[:-1], (fitted.steps[-1][0], blocks)]
+    x = setup[2].waveforms[:1]
+    assert explain(pipe, x).settings["contrast_penalty"] == CONTRAST_PENALTY_PER_CLASS
+    assert explain(pipe, x, contrast_penalty=7.0).settings["contrast_penalty"] == 7.0
+    no_usage = copy.copy(interp)
+    no_usage.class_usage_ = None
+    assert default_contrast_penalty(no_usage) == 0.0
 
 
 @pytest.mark.parametrize("penalty", [-1.0, float("nan"), "100"])

@@ -167,6 +167,7 @@ def test_partial_fit_chunks_and_minibatch_fit_in_a_pipeline(setup, corpus):
     for i in range(0, len(Xs), 10):
         d.partial_fit(Xs[i : i + 10])
     assert d.dictionary_.shape == (129, 5)
+    assert d.per_class == "auto" and d.per_class_ is False  # a stream learns one dictionary
     with pytest.raises(ValueError, match="frequency bins"):
         d.partial_fit(SpectrogramTransformer(n_fft=512).fit_transform(corpus[:2]))
     with pytest.raises(ValueError, match="per_class=True.*partial_fit"):

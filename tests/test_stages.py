@@ -6,6 +6,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from nmfinterp import AudioFeatures, NMFDictionary, SpectrogramTransformer
 from nmfinterp.dictionary import from_frames, to_frames
@@ -121,6 +122,37 @@ def test_per_class_blocks_learned_on_each_predicted_class():
     assert peaks[:2].max() < peaks[2:4].min()
     with pytest.raises(ValueError, match="needs y"):
         NMFDictionary(n_components=4, per_class=True).fit(Xt)
+    assert d.per_class_ is True
+
+
+def test_per_class_auto_learns_blocks_only_where_each_class_gets_enough_patterns():
+    from nmfinterp.dictionary import MIN_PATTERNS_PER_CLASS as MIN
+
+    Xt = SpectrogramTransformer(n_fft=256).fit_transform(tones(n=6))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.eye(3)[labels] * 4.0  # logits of a 3-class classifier that predicts two classes
+    auto = NMFDictionary(n_components=2 * MIN, random_state=0, max_iter=50)
+    assert auto.per_class == "auto"  # the default
+    # two predicted classes, MIN patterns each: a block per class, as per_class=True learns it
+    d = clone(auto).fit(Xt, scores)
+    forced = NMFDictionary(n_components=2 * MIN, per_class=True, random_state=0, max_iter=50)
+    assert d.per_class_ is True
+    assert d.class_of_component_.tolist() == [0] * MIN + [1] * MIN
+    np.testing.assert_allclose(d.dictionary_, forced.fit(Xt, scores).dictionary_)
+    # one pattern short of MIN per class, no outputs, one output column or one predicted class:
+    # one dictionary for all clips, the same as per_class=False learns
+    plain = NMFDictionary(n_components=2 * MIN - 1, per_class=False, random_state=0, max_iter=50)
+    W = plain.fit(Xt).dictionary_
+    for y in (scores, None, scores[:, :1], np.eye(3)[np.zeros(6, int)]):
+        d = clone(auto).set_params(n_components=2 * MIN - 1).fit(Xt, y)
+        assert d.per_class_ is False and (d.class_of_component_ == -1).all(), y
+        np.testing.assert_allclose(d.dictionary_, W)
+    assert plain.per_class_ is False
+    # bad outputs are named as for per_class=True
+    with pytest.raises(ValueError, match="rows but there are 6 clips"):
+        clone(auto).fit(Xt, scores[:4])
+    with pytest.raises(ValueError, match="per_class"):
+        NMFDictionary(per_class="yes").fit(Xt, scores)
 
 
 def test_divergences_need_mu_solver():
