@@ -9,7 +9,9 @@
    ESC-50 layout; its accuracy on the test fold is reported.
 2. nmfinterp's interpreter is fitted on the classifier's outputs on the training folds with its
    defaults, with L2I's training (``lr_schedule="constant", weight_decay=0``) and, when its row is
-   asked for, with ``faithfulness=1``; top-1 fidelity of each on the test fold. The defaults'
+   asked for, with ``faithfulness=1``, and with one dictionary for all classes (L2I's, for the
+   official row and its own) where the default dictionary learned a block per class; top-1
+   fidelity of each on the test fold. The defaults'
    gate network (``fit_gates``, for ``explain(..., amortised=True)``) is trained on the same clips
    when its row is asked for.
 3. On the test fold, five conditions: (a) clean clips; (b) ``0.8·s1 + 0.2·s2`` with s2 from another
@@ -19,9 +21,9 @@
 4. Every explainer is asked to explain the classifier's decision on each input, and every one goes
    through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement, with its
    amortised gates instead of the refinement (and with the gate network of 64 channels, the
-   default before 32, or trained with the residual's weight of before, 1), and four ablations of
-   it; L2I with its official
-   selection; nmfinterp trained with ``faithfulness=1``; random components; all components;
+   default before 32, or trained with the residual's weight of before, 1), with one dictionary
+   for all classes, and four ablations of it; L2I with its official
+   selection on L2I's dictionary; nmfinterp trained with ``faithfulness=1``; random components; all components;
    captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
    explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
    sources (an upper bound for a choice of gates, not an explainer) and the same oracle within

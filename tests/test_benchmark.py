@@ -200,10 +200,13 @@ def test_the_dictionary_is_an_argument_of_the_benchmark(capsys):
 
     pipe = build_pipeline(None, 16000, 20, dictionary_params={"per_class": True})
     assert pipe[1].n_components == 20 and pipe[1].per_class is True
-    assert build_pipeline(None, 16000, 20)[1].per_class is False
+    assert build_pipeline(None, 16000, 20)[1].per_class == "auto"  # NMFDictionary's default
     with pytest.raises(SystemExit):
         main(["--n-components", "1"])
     assert "--n-components 1: expected an integer >= 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dictionary", "blocks"])
+    assert "--dictionary: invalid choice: 'blocks'" in capsys.readouterr().err
 
 
 def test_the_interpreters_pooling_is_an_argument_of_the_benchmark(monkeypatch, capsys):
@@ -227,6 +230,12 @@ def test_the_interpreters_pooling_is_an_argument_of_the_benchmark(monkeypatch, c
     no_pooling = {k: v for k, v in cfg.items() if k != "pooling"}  # without --pooling
     bench._fit_pipeline(None, 16000, no_pooling, clips, np.zeros((2, 3)))
     assert [k.get("pooling") for k in seen] == ["mean", "max", None]
+    # the dictionary: NMFDictionary's default unless --dictionary (cfg["per_class"]) says
+    assert [k["dictionary_params"]["per_class"] for k in seen] == ["auto"] * 3
+    for choice, per_class in bench.DICTIONARY_CHOICES.items():
+        bench._fit_pipeline(None, 16000, cfg | {"per_class": per_class}, clips, np.zeros((2, 3)))
+        assert seen[-1]["dictionary_params"]["per_class"] == per_class, choice
+    assert bench.DICTIONARY_CHOICES == {"auto": "auto", "plain": False, "per_class": True}
     with pytest.raises(SystemExit):
         bench.main(["--pooling", "median"])
     assert "--pooling: invalid choice: 'median'" in capsys.readouterr().err
