@@ -57,9 +57,9 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         class the classifier predicts (``argmax`` of ``y``) and concatenate the blocks; any
         remainder is learned on all clips. Needs ``y`` in ``fit``. ``False``: one dictionary for
         all clips (L2I's). ``"auto"``: per class when ``fit`` is given the classifier's outputs
-        (two or more columns), they predict two or more classes and each gets at least
-        ``MIN_PATTERNS_PER_CLASS`` (10) patterns; else one dictionary (``partial_fit`` always
-        learns one). ``per_class_`` says which was learned. On ESC-10 (10 classes, K=100) the
+        (one row of two or more class scores per clip, or labels), they predict two or more
+        classes and each gets at least ``MIN_PATTERNS_PER_CLASS`` (10) patterns; else one
+        dictionary, also for a ``y`` that is not such outputs (``partial_fit`` always learns one). ``per_class_`` says which was learned. On ESC-10 (10 classes, K=100) the
         blocks let the explanations of equal-level mixtures keep much more of the deciding source
         with the classifier's decision kept as well (docs/method.md, "Dictionary").
     max_frames : int or None, default=10000
@@ -276,13 +276,20 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
                 "per_class=True learns one block per predicted class and needs y "
                 "(the classifier's outputs per clip) in fit."
             )
-        if mode == "auto" and np.ndim(y) == 2 and np.shape(y)[1] == 1:
-            return None  # one output (e.g. a detector's probability): nothing to split by
-        labels = check_outputs(y, rows).argmax(axis=1)
-        n_classes = len(np.unique(labels))
         if mode == "auto":
+            if self.n_components < 2 * MIN_PATTERNS_PER_CLASS:
+                return None  # too few patterns for two classes: y need not even be read
+            try:
+                labels = check_outputs(y, rows).argmax(axis=1)
+            except ValueError:
+                # not one row of class scores per clip (a detector's single output, or a y that
+                # a standalone transformer is handed and ignores, as NMF does): nothing to split by
+                return None
+            n_classes = len(np.unique(labels))
             enough = n_classes >= 2 and self.n_components // n_classes >= MIN_PATTERNS_PER_CLASS
             return labels if enough else None
+        labels = check_outputs(y, rows).argmax(axis=1)
+        n_classes = len(np.unique(labels))
         if self.n_components < n_classes:
             raise ValueError(
                 f"n_components={self.n_components} is fewer than the {n_classes} predicted classes; "

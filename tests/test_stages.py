@@ -141,16 +141,23 @@ def test_per_class_auto_learns_blocks_only_where_each_class_gets_enough_patterns
     np.testing.assert_allclose(d.dictionary_, forced.fit(Xt, scores).dictionary_)
     # one pattern short of MIN per class, no outputs, one output column or one predicted class:
     # one dictionary for all clips, the same as per_class=False learns
-    plain = NMFDictionary(n_components=2 * MIN - 1, per_class=False, random_state=0, max_iter=50)
+    plain = NMFDictionary(n_components=2 * MIN, per_class=False, random_state=0, max_iter=50)
     W = plain.fit(Xt).dictionary_
-    for y in (scores, None, scores[:, :1], np.eye(3)[np.zeros(6, int)]):
-        d = clone(auto).set_params(n_components=2 * MIN - 1).fit(Xt, y)
+    assert plain.per_class_ is False
+    for y in (None, scores[:, :1], np.eye(3)[np.zeros(6, int)]):
+        d = clone(auto).fit(Xt, y)
         assert d.per_class_ is False and (d.class_of_component_ == -1).all(), y
         np.testing.assert_allclose(d.dictionary_, W)
-    assert plain.per_class_ is False
-    # bad outputs are named as for per_class=True
+    d = clone(auto).set_params(n_components=2 * MIN - 1).fit(Xt, scores)
+    assert d.per_class_ is False and (d.class_of_component_ == -1).all()
+    W = plain.set_params(n_components=2 * MIN - 1).fit(Xt).dictionary_
+    np.testing.assert_allclose(d.dictionary_, W)
+    # a y that is not one row of outputs per clip: one dictionary, as NMF ignores y; per_class=True
+    # names the problem
+    d = clone(auto).fit(Xt, scores[:4])
+    assert d.per_class_ is False
     with pytest.raises(ValueError, match="rows but there are 6 clips"):
-        clone(auto).fit(Xt, scores[:4])
+        clone(forced).fit(Xt, scores[:4])
     with pytest.raises(ValueError, match="per_class"):
         NMFDictionary(per_class="yes").fit(Xt, scores)
 
