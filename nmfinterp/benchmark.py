@@ -653,7 +653,11 @@ def silero_benchmark(
     y_train = clip_speech_score(torch.as_tensor(_vad_probs(vad, X_train))).numpy()
     pipe = make_pipeline(
         SpectrogramTransformer(sr=sr, n_fft=512, hop_length=256),
-        NMFDictionary(n_components=cfg["n_components"], random_state=0),
+        NMFDictionary(
+            n_components=cfg["n_components"],
+            per_class=cfg.get("per_class", "auto"),  # --dictionary, as for the ESC classifier
+            random_state=0,
+        ),
         InterpreterEstimator(
             vad,
             layers=["encoder.1", "encoder.3", "decoder.hidden"],
@@ -673,6 +677,7 @@ def silero_benchmark(
     result = {
         "n_train": len(X_train),
         "fit_seconds": fit_s,
+        "per_class": bool(pipe[1].per_class_),
         "n_test": len(m_te.mixture),
         "n_decided_speech": int(len(speech_decided)),
         "fidelity_top1": float(pipe.score(m_te.mixture, y_test)),
@@ -1091,9 +1096,9 @@ def main(argv=None) -> int:
         "--dictionary",
         choices=list(DICTIONARY_CHOICES),
         default="auto",
-        help="the ESC classifier's dictionaries: NMFDictionary's default ('auto': a block of "
-        "patterns per predicted class where each gets at least MIN_PATTERNS_PER_CLASS), one for "
-        "all classes ('plain') or always per class ('per_class')",
+        help="the dictionaries (the ESC classifier's and Silero VAD's): NMFDictionary's default "
+        "('auto': a block of patterns per predicted class where each gets at least "
+        "MIN_PATTERNS_PER_CLASS), one for all classes ('plain') or always per class ('per_class')",
     )
     p.add_argument(
         "--per-class",
