@@ -328,6 +328,13 @@ def test_the_gpu_section_divides_cpu_by_gpu_and_lists_every_explain_mode(make_ta
 
 def test_the_dictionary_section_has_one_row_per_run_beside_the_full_run(make_table, full_run):
     assert make_table.dictionary_lines(full_run, []) == []  # no other dictionary, no section
+    new = full_run  # saved with --dictionary and what each interpreter's dictionary learned
+    # a run saved before --dictionary existed: per_class=True or False, one dictionary by default
+    full_run = copy.deepcopy(full_run)
+    full_run["settings"].pop("dictionary", None)
+    full_run["settings"]["per_class"] = False
+    for record in full_run["interpreters"].values():
+        record.pop("per_class", None)
     big = copy.deepcopy(full_run)
     big["settings"].update(
         n_components=200, per_class=False, methods=["nmfinterp"], skip=["silero", "cost"]
@@ -361,9 +368,8 @@ def test_the_dictionary_section_has_one_row_per_run_beside_the_full_run(make_tab
     )
     assert rows[2][1].startswith("`... --dictionary per_class --name esc10_dictionary_per_class`")
     # a run with --dictionary: the default ('auto') has no flag, and the label says what it learned
-    new = copy.deepcopy(full_run)
-    new["settings"].pop("per_class", None)
-    new["settings"]["dictionary"] = "auto"
+    new = copy.deepcopy(new)
+    assert new["settings"]["dictionary"] == "auto" and "per_class" not in new["settings"]
     new["interpreters"]["nmfinterp"]["per_class"] = True
     assert make_table.dictionary_label(new) == "K=100, per-class blocks"
     lines = make_table.dictionary_lines(new, [(big, "esc10_dictionary_k200")])
