@@ -799,6 +799,18 @@ def render(
     return "\n".join(lines)
 
 
+def _command(settings: dict) -> str:
+    """The ``esc10.py`` command line of a partial run, from its saved settings."""
+    choice = dictionary_choice(settings)
+    return (
+        "python benchmarks/esc10.py"
+        + (" --quick" if settings["quick"] else "")
+        + (f" --dictionary {choice}" if choice != "auto" else "")
+        + (f" --skip {' '.join(settings['skip'])}" if settings.get("skip") else "")
+        + (f" --name {settings['name']}" if settings.get("name") else "")
+    )
+
+
 def merge(parts: list[dict]) -> dict:
     """The first run's results, with sections taken from later runs: those it skipped
     (``--skip``), and those a later partial run (one that skipped the others) measured anew."""
@@ -810,10 +822,7 @@ def merge(parts: list[dict]) -> dict:
                 if key in res:  # kept, so that the table can show both runs' figures
                     res.setdefault("_replaced", {})[key] = res[key]
                 res[key] = part[key]
-                cmd = "python benchmarks/esc10.py" + (
-                    " --quick" if part["settings"]["quick"] else ""
-                )
-                res.setdefault("_sections_from", {})[key] = cmd
+                res.setdefault("_sections_from", {})[key] = _command(part["settings"])
     return res
 
 
@@ -830,8 +839,14 @@ def main(argv=None):
         dst = Path(argv[-1])
         argv = argv[:-1]
     srcs = [Path(a) for a in argv] or [ROOT / "benchmarks" / "results" / "esc10.json"]
+    # partial runs whose sections replace the full run's: the costs, and Silero VAD's section
+    # at the default dictionary where the full run's Silero pipeline had another
     srcs += [
-        p for p in [ROOT / "benchmarks" / "results" / "esc10_cost.json"] if not argv and p.exists()
+        p
+        for p in [
+            ROOT / "benchmarks" / "results" / f"esc10_{part}.json" for part in ("cost", "silero")
+        ]
+        if not argv and p.exists()
     ]
     rel = [
         str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)

@@ -23,6 +23,9 @@ _EPS = 1e-6
 #: ``per_class="auto"`` learns a block per predicted class when each gets at least this many
 #: patterns (the setting measured on ESC-10: K=100 for 10 classes; docs/method.md, "Dictionary")
 MIN_PATTERNS_PER_CLASS = 10
+#: ... and the classifier predicts at least this many classes: a two-output detector (Silero VAD's
+#: speech / no speech) was explained better with one dictionary (docs/method.md, "Dictionary")
+MIN_PREDICTED_CLASSES = 3
 
 
 def to_frames(V: np.ndarray) -> np.ndarray:
@@ -57,11 +60,14 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
         class the classifier predicts (``argmax`` of ``y``) and concatenate the blocks; any
         remainder is learned on all clips. Needs ``y`` in ``fit``. ``False``: one dictionary for
         all clips (L2I's). ``"auto"``: per class when ``fit`` is given the classifier's outputs
-        (one row of two or more class scores per clip, or labels), they predict two or more
-        classes and each gets at least ``MIN_PATTERNS_PER_CLASS`` (10) patterns; else one
-        dictionary, also for a ``y`` that is not such outputs (``partial_fit`` always learns one). ``per_class_`` says which was learned. On ESC-10 (10 classes, K=100) the
-        blocks let the explanations of equal-level mixtures keep much more of the deciding source
-        with the classifier's decision kept as well (docs/method.md, "Dictionary").
+        (one row of class scores per clip, or labels), they predict at least
+        ``MIN_PREDICTED_CLASSES`` (3) classes and each gets at least ``MIN_PATTERNS_PER_CLASS``
+        (10) patterns; else one dictionary, also for a ``y`` that is not such outputs
+        (``partial_fit`` always learns one). ``per_class_`` says which was learned. On ESC-10
+        (10 classes, K=100) the blocks let the explanations of equal-level mixtures keep more of
+        the deciding source with the classifier's decision kept as well; on Silero VAD's two
+        outputs (speech, no speech) one dictionary explained better (docs/method.md,
+        "Dictionary").
     max_frames : int or None, default=10000
         NMF is fitted on at most this many frames, drawn at random (all when ``None``).
     batch_size : int or None, default=None
@@ -277,8 +283,8 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
                 "(the classifier's outputs per clip) in fit."
             )
         if mode == "auto":
-            if self.n_components < 2 * MIN_PATTERNS_PER_CLASS:
-                return None  # too few patterns for two classes: y need not even be read
+            if self.n_components < MIN_PREDICTED_CLASSES * MIN_PATTERNS_PER_CLASS:
+                return None  # too few patterns for enough classes: y need not even be read
             try:
                 labels = check_outputs(y, rows).argmax(axis=1)
             except ValueError:
@@ -286,7 +292,10 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
                 # a standalone transformer is handed and ignores, as NMF does): nothing to split by
                 return None
             n_classes = len(np.unique(labels))
-            enough = n_classes >= 2 and self.n_components // n_classes >= MIN_PATTERNS_PER_CLASS
+            enough = (
+                n_classes >= MIN_PREDICTED_CLASSES
+                and self.n_components // n_classes >= MIN_PATTERNS_PER_CLASS
+            )
             return labels if enough else None
         labels = check_outputs(y, rows).argmax(axis=1)
         n_classes = len(np.unique(labels))

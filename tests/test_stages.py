@@ -125,32 +125,36 @@ def test_per_class_blocks_learned_on_each_predicted_class():
     assert d.per_class_ is True
 
 
-def test_per_class_auto_learns_blocks_only_where_each_class_gets_enough_patterns():
+def test_per_class_auto_learns_blocks_only_where_enough_classes_get_enough_patterns():
     from nmfinterp.dictionary import MIN_PATTERNS_PER_CLASS as MIN
+    from nmfinterp.dictionary import MIN_PREDICTED_CLASSES as C
 
+    assert C == 3
     Xt = SpectrogramTransformer(n_fft=256).fit_transform(tones(n=6))
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    scores = np.eye(3)[labels] * 4.0  # logits of a 3-class classifier that predicts two classes
-    auto = NMFDictionary(n_components=2 * MIN, random_state=0, max_iter=50)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    scores = np.eye(4)[labels] * 4.0  # logits of a 4-class classifier that predicts three classes
+    auto = NMFDictionary(n_components=C * MIN, random_state=0, max_iter=50)
     assert auto.per_class == "auto"  # the default
-    # two predicted classes, MIN patterns each: a block per class, as per_class=True learns it
+    # three predicted classes, MIN patterns each: a block per class, as per_class=True learns it
     d = clone(auto).fit(Xt, scores)
-    forced = NMFDictionary(n_components=2 * MIN, per_class=True, random_state=0, max_iter=50)
+    forced = NMFDictionary(n_components=C * MIN, per_class=True, random_state=0, max_iter=50)
     assert d.per_class_ is True
-    assert d.class_of_component_.tolist() == [0] * MIN + [1] * MIN
+    assert d.class_of_component_.tolist() == [0] * MIN + [1] * MIN + [2] * MIN
     np.testing.assert_allclose(d.dictionary_, forced.fit(Xt, scores).dictionary_)
-    # one pattern short of MIN per class, no outputs, one output column or one predicted class:
-    # one dictionary for all clips, the same as per_class=False learns
-    plain = NMFDictionary(n_components=2 * MIN, per_class=False, random_state=0, max_iter=50)
+    # no outputs, one output column, two predicted classes (a detector's yes / no) or one: one
+    # dictionary for all clips, the same as per_class=False learns
+    plain = NMFDictionary(n_components=C * MIN, per_class=False, random_state=0, max_iter=50)
     W = plain.fit(Xt).dictionary_
     assert plain.per_class_ is False
-    for y in (None, scores[:, :1], np.eye(3)[np.zeros(6, int)]):
+    two = np.eye(4)[np.array([0, 0, 0, 1, 1, 1])]
+    for y in (None, scores[:, :1], two, np.eye(4)[np.zeros(6, int)]):
         d = clone(auto).fit(Xt, y)
         assert d.per_class_ is False and (d.class_of_component_ == -1).all(), y
         np.testing.assert_allclose(d.dictionary_, W)
-    d = clone(auto).set_params(n_components=2 * MIN - 1).fit(Xt, scores)
+    # one pattern short of MIN per class
+    d = clone(auto).set_params(n_components=C * MIN - 1).fit(Xt, scores)
     assert d.per_class_ is False and (d.class_of_component_ == -1).all()
-    W = plain.set_params(n_components=2 * MIN - 1).fit(Xt).dictionary_
+    W = plain.set_params(n_components=C * MIN - 1).fit(Xt).dictionary_
     np.testing.assert_allclose(d.dictionary_, W)
     # a y that is not one row of outputs per clip: one dictionary, as NMF ignores y; per_class=True
     # names the problem
