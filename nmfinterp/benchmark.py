@@ -22,8 +22,8 @@
    through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement, with its
    amortised gates instead of the refinement (and with the gate network of 64 channels, the
    default before 32, or trained with the residual's weight of before, 1), with one dictionary
-   for all classes, and four ablations of it; L2I with its official
-   selection on L2I's dictionary; nmfinterp trained with ``faithfulness=1``; random components; all components;
+   for all classes, and four ablations of it; L2I with its official selection on L2I's
+   dictionary; nmfinterp trained with ``faithfulness=1``; random components; all components;
    captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
    explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
    sources (an upper bound for a choice of gates, not an explainer) and the same oracle within
@@ -1097,8 +1097,9 @@ def main(argv=None) -> int:
         choices=list(DICTIONARY_CHOICES),
         default="auto",
         help="the dictionaries (the ESC classifier's and Silero VAD's): NMFDictionary's default "
-        "('auto': a block of patterns per predicted class where each gets at least "
-        "MIN_PATTERNS_PER_CLASS), one for all classes ('plain') or always per class ('per_class')",
+        "('auto': a block of patterns per predicted class where at least MIN_PREDICTED_CLASSES "
+        "classes each get MIN_PATTERNS_PER_CLASS), one for all classes ('plain') or always per "
+        "class ('per_class')",
     )
     p.add_argument(
         "--per-class",
