@@ -459,6 +459,7 @@ def _cmd_fit(args) -> int:
         SpectrogramTransformer(sr=args.sr, n_fft=n_fft, hop_length=args.hop_length or n_fft // 2),
         NMFDictionary(
             n_components=args.n_components,
+            per_class={"auto": "auto", "plain": False, "per_class": True}[args.dictionary],
             random_state=args.random_state,
             verbose=int(args.verbose > 1),
         ),
@@ -828,6 +829,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--n-components", type=_positive_int, default=100, help="dictionary size K (%(default)s)"
+    )
+    fit.add_argument(
+        "--dictionary",
+        choices=["auto", "plain", "per_class"],
+        default="auto",
+        help="the NMF dictionary: a block of patterns per predicted class where at least 3 "
+        "classes each get 10 (auto, the default), one for all classes (plain, L2I's) or always "
+        "a block per class (per_class)",
     )
     fit.add_argument(
         "--epochs", type=_positive_int, default=40, help="interpreter epochs (%(default)s)"

@@ -209,10 +209,12 @@ def test_fit_from_csv_with_precomputed_outputs(corpus, tmp_path):
         ["fit", str(root / "clips.csv"), "--audio-root", str(root / "clips"),
          "--classifier", "nmfinterp.classifiers:LogMelCNN", "--classifier-kwargs", json.dumps(KWARGS),
          "--weights", str(root / "weights.pt"), "--outputs", str(tmp_path / "y.csv"),
-         "-o", str(model), *FAST]
+         "-o", str(model), *FAST, "--dictionary", "per_class"]
     )  # fmt: skip
     assert rc == 0
     assert json.loads(model.with_suffix(".json").read_text())["class_names"] == names
+    dictionary = joblib.load(model)[1]
+    assert dictionary.per_class is True and dictionary.per_class_ is True
     # refuses to overwrite without --force
     argv = [
         "fit",
