@@ -66,6 +66,7 @@ from nmfinterp.benchmark import (  # noqa: E402
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.datasets import load_fsdd  # noqa: E402
+from nmfinterp.dictionary import PER_CLASS_CHOICES  # noqa: E402
 from nmfinterp.explain import (  # noqa: E402
     CONTRAST_PENALTY,
     ENERGY_PENALTY,
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
     dictionaries = list(dict.fromkeys(args.dictionary))
     pipes, pipelines = {}, {}
     for d in dictionaries:
-        cfg = FULL | {"per_class": d == "per_class"}
+        cfg = FULL | {"per_class": PER_CLASS_CHOICES[d]}
         pipes[d], fit_seconds = _fit_pipeline(clf, args.sr, cfg, train, y_train)
         fidelity = float(pipes[d].score(test.waveforms, y_test))
         pipelines[d] = {"fidelity_top1": fidelity, "fit_seconds": fit_seconds}

@@ -422,11 +422,11 @@ def dictionary_label(res: dict) -> str:
     """How a run's dictionary was set (``esc10.py``'s ``--n-components`` and ``--dictionary``) and
     what it learned: one block of patterns per predicted class, or one for all classes."""
     k = res["config"]["n_components"]
+    choice = dictionary_choice(res["settings"])
     per_class = res["interpreters"]["nmfinterp"].get("per_class")
     if per_class is None:  # saved before it was recorded: what the setting always learned then
-        per_class = dictionary_choice(res["settings"]) == "per_class"
+        per_class = choice == "per_class"
     learned = "per-class blocks" if per_class else "one dictionary"
-    choice = dictionary_choice(res["settings"])
     return f"K={k}, {learned}" + (f" (--dictionary {choice})" if choice != "auto" else "")
 
 

@@ -73,6 +73,7 @@ from .baselines import (
 from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
 from .demo import LAYERS, build_pipeline
+from .dictionary import PER_CLASS_CHOICES
 from .explain import REFINE_STEPS, explain, soft_mask
 from .gates import GATES_RESIDUAL_WEIGHT
 from .interpreter import InterpreterEstimator
@@ -137,7 +138,7 @@ GATE_ROWS = {
 }
 
 #: ``--dictionary``'s choices: the ``NMFDictionary(per_class=...)`` each stands for
-DICTIONARY_CHOICES = {"auto": "auto", "plain": False, "per_class": True}
+DICTIONARY_CHOICES = PER_CLASS_CHOICES
 
 #: the ``feature_components`` whose fit the cost section also times (docs/method.md measures its fidelity)
 PROJECTED_COMPONENTS = 32

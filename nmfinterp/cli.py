@@ -386,7 +386,7 @@ def _cmd_fit(args) -> int:
     from sklearn.pipeline import make_pipeline
 
     from .demo import default_n_fft
-    from .dictionary import NMFDictionary
+    from .dictionary import PER_CLASS_CHOICES, NMFDictionary
     from .interpreter import InterpreterEstimator
     from .spectrogram import SpectrogramTransformer
 
@@ -459,7 +459,7 @@ def _cmd_fit(args) -> int:
         SpectrogramTransformer(sr=args.sr, n_fft=n_fft, hop_length=args.hop_length or n_fft // 2),
         NMFDictionary(
             n_components=args.n_components,
-            per_class={"auto": "auto", "plain": False, "per_class": True}[args.dictionary],
+            per_class=PER_CLASS_CHOICES[args.dictionary],
             random_state=args.random_state,
             verbose=int(args.verbose > 1),
         ),

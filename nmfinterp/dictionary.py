@@ -26,6 +26,8 @@ MIN_PATTERNS_PER_CLASS = 10
 #: ... and the classifier predicts at least this many classes: a two-output detector (Silero VAD's
 #: speech / no speech) was explained better with one dictionary (docs/method.md, "Dictionary")
 MIN_PREDICTED_CLASSES = 3
+#: the names the command lines give ``per_class``'s values (``--dictionary``)
+PER_CLASS_CHOICES = {"auto": "auto", "plain": False, "per_class": True}
 
 
 def to_frames(V: np.ndarray) -> np.ndarray:
@@ -282,23 +284,23 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
                 "per_class=True learns one block per predicted class and needs y "
                 "(the classifier's outputs per clip) in fit."
             )
+        if mode == "auto" and self.n_components < MIN_PREDICTED_CLASSES * MIN_PATTERNS_PER_CLASS:
+            return None  # too few patterns for enough classes: y need not even be read
+        try:
+            labels = check_outputs(y, rows).argmax(axis=1)
+        except ValueError:
+            if mode != "auto":
+                raise
+            # not one row of class scores per clip (a detector's single output, or a y that a
+            # standalone transformer is handed and ignores, as NMF does): nothing to split by
+            return None
+        n_classes = len(np.unique(labels))
         if mode == "auto":
-            if self.n_components < MIN_PREDICTED_CLASSES * MIN_PATTERNS_PER_CLASS:
-                return None  # too few patterns for enough classes: y need not even be read
-            try:
-                labels = check_outputs(y, rows).argmax(axis=1)
-            except ValueError:
-                # not one row of class scores per clip (a detector's single output, or a y that
-                # a standalone transformer is handed and ignores, as NMF does): nothing to split by
-                return None
-            n_classes = len(np.unique(labels))
             enough = (
                 n_classes >= MIN_PREDICTED_CLASSES
                 and self.n_components // n_classes >= MIN_PATTERNS_PER_CLASS
             )
             return labels if enough else None
-        labels = check_outputs(y, rows).argmax(axis=1)
-        n_classes = len(np.unique(labels))
         if self.n_components < n_classes:
             raise ValueError(
                 f"n_components={self.n_components} is fewer than the {n_classes} predicted classes; "
