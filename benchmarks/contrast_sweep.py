@@ -58,10 +58,11 @@ from nmfinterp.benchmark import (  # noqa: E402
     _softmax,
     add_split_arguments,
     explained_inputs,
-    load_split,
     make_conditions,
     save_results,
     score_masks,
+    split_from_args,
+    split_record,
     train_benchmark_classifier,
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--weights {bad}: expected non-negative numbers (integers for steps).")
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{name}.json")
     t_start = time.perf_counter()
-    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
+    ds, train, test = split_from_args(args)
     speech = load_fsdd(args.speech, sr=args.sr).waveforms if args.speech else None
     clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
         train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
@@ -188,11 +189,7 @@ def main(argv=None) -> int:
                 + " ".join(f"{k} {r[k]['mean']:.2f}" for k in METRICS if k in r)
             )
     out = {
-        "data": args.data,
-        "train_folds": args.train_folds,
-        "test_fold": args.test_fold,
-        "n_train": len(train),
-        "n_test": len(test),
+        **split_record(args, ds, train, test),
         "classifier_accuracy": accuracy,
         "fidelity_top1": pipelines[dictionaries[0]]["fidelity_top1"],
         "dictionary": dictionaries[0] if len(dictionaries) == 1 else dictionaries,

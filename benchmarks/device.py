@@ -38,8 +38,9 @@ from nmfinterp.benchmark import (  # noqa: E402
     _git_commit,
     _log,
     add_split_arguments,
-    load_split,
     save_results,
+    split_from_args,
+    split_record,
 )
 from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier  # noqa: E402
 from nmfinterp.demo import build_pipeline  # noqa: E402
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     # a copy of the tree whose .git is absent or stale (as on a lent GPU machine) is named by the caller
     commit = os.environ.get("NMFINTERP_COMMIT") or _git_commit()
-    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
+    ds, train, test = split_from_args(args)
     if cfg.get("max_train"):
         train = train.subset(np.arange(len(train)) < cfg["max_train"])
     if cfg.get("max_test"):
@@ -224,11 +225,7 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "quick": args.quick,
-        "data": args.data,
-        "train_folds": args.train_folds,
-        "test_fold": args.test_fold,
-        "n_train": len(train),
-        "n_test": len(test),
+        **split_record(args, ds, train, test),
         "n_components": cfg["n_components"],
         "classifier_accuracy": accuracy,
         "classifier_train_seconds": clf_s,

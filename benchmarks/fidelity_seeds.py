@@ -52,8 +52,9 @@ from nmfinterp.benchmark import (  # noqa: E402
     _log,
     _softmax,
     add_split_arguments,
-    load_split,
     save_results,
+    split_from_args,
+    split_record,
     train_benchmark_classifier,
 )
 from nmfinterp.demo import build_pipeline  # noqa: E402
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     dictionary_settings = {k: v for k, v in DICTIONARY_SETTINGS.items() if k in args.settings}
     names = [*settings, *dictionary_settings]
     t_start = time.perf_counter()
-    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
+    ds, train, test = split_from_args(args)
     clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
         train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
     )
@@ -214,11 +215,7 @@ def main(argv=None) -> int:
             f"{summary[name]['margin_median']:.3f})"
         )
     out = {
-        "data": args.data,
-        "train_folds": args.train_folds,
-        "test_fold": args.test_fold,
-        "n_train": len(train),
-        "n_test": len(test),
+        **split_record(args, ds, train, test),
         "classifier_accuracy": accuracy,
         "n_components": FULL["n_components"],
         "seeds": list(range(args.seeds)),

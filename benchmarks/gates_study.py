@@ -52,9 +52,10 @@ from nmfinterp.benchmark import (  # noqa: E402
     _softmax,
     add_split_arguments,
     explained_inputs,
-    load_split,
     make_conditions,
     score_masks,
+    split_from_args,
+    split_record,
     train_benchmark_classifier,
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     commit = _git_commit()  # before any work: the code the study ran
-    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
+    ds, train, test = split_from_args(args)
     if args.max_train is not None:
         train = train.subset(np.arange(min(args.max_train, len(train))))
     clf, y_train, _, accuracy, _ = train_benchmark_classifier(
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/gates_study.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": commit,
+        **split_record(args, ds, train, test),
         "classifier_accuracy": accuracy,
         "n_training_rows": len(study.H),
         "gate_hidden": interp.gate_module_.hidden,

@@ -362,19 +362,28 @@ def score_masks(
 # ---------------------------------------------------------------------------------------------
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     """The data arguments every benchmark command takes: ``--data`` (a folder in the ESC-50
-    layout), ``--train-folds``, ``--test-fold`` and ``--sr`` (for :func:`load_split`)."""
+    layout), ``--train-folds``, ``--test-fold``, ``--sr`` and ``--categories`` (a subset of the
+    folder's classes; for :func:`split_from_args`)."""
     parser.add_argument(
         "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
     )
     parser.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--test-fold", type=int, default=4)
     parser.add_argument("--sr", type=int, default=16000)
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="keep only these categories of meta.csv (default: all)",
+    )
 
 
-def load_split(data: str, train_folds, test_fold: int, sr: int):
+def load_split(data: str, train_folds, test_fold: int, sr: int, categories=None):
     """A folder in the ESC-50 layout, its training folds and its test fold:
-    ``(dataset, train, test)``; a clear error when either part has no clips."""
-    ds = load_esc_folder(data, sr=sr)
+    ``(dataset, train, test)``; a clear error when either part has no clips. ``categories``
+    keeps only those classes (re-indexed, see :func:`~nmfinterp.datasets.load_esc_folder`)."""
+    ds = load_esc_folder(data, sr=sr, categories=categories)
     train = ds.subset(np.isin(ds.folds, train_folds))
     test = ds.subset(ds.folds == test_fold)
     if len(train) == 0 or len(test) == 0:
@@ -383,6 +392,24 @@ def load_split(data: str, train_folds, test_fold: int, sr: int):
             f"{test_fold}; expected clips in both."
         )
     return ds, train, test
+
+
+def split_from_args(args: argparse.Namespace):
+    """:func:`load_split` on the arguments of :func:`add_split_arguments`."""
+    return load_split(args.data, args.train_folds, args.test_fold, args.sr, args.categories)
+
+
+def split_record(args: argparse.Namespace, ds: AudioDataset, train, test) -> dict:
+    """What a saved result records of its data: the folder, the folds, the classes, the sizes."""
+    return {
+        "data": args.data,
+        "train_folds": args.train_folds,
+        "test_fold": args.test_fold,
+        "categories": args.categories,
+        "classes": ds.class_names,
+        "n_train": len(train),
+        "n_test": len(test),
+    }
 
 
 def train_benchmark_classifier(train, test, n_classes: int, sr: int, epochs: int):
@@ -1137,7 +1164,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     commit = _git_commit()  # before any work: the code the run ran, not what changed meanwhile
 
-    ds, train, test = load_split(args.data, args.train_folds, args.test_fold, args.sr)
+    ds, train, test = split_from_args(args)
     if cfg["max_train"] is not None and len(train) > cfg["max_train"]:
         pick = np.random.default_rng(0).choice(len(train), cfg["max_train"], replace=False)
         train = train.subset(np.sort(pick))

@@ -328,3 +328,36 @@ def test_benchmark_load_split_takes_folds_and_names_an_empty_part(tmp_path):
         ValueError, match=r"3 clips in folds \[1, 2\] and 0 in fold 4; expected clips in both"
     ):
         load_split(str(root), [1, 2], 4, 8000)
+
+
+def test_benchmark_split_arguments_keep_the_categories_asked_for(tmp_path):
+    import argparse
+
+    from nmfinterp.benchmark import add_split_arguments, split_from_args, split_record
+
+    root = _write_esc_folder(tmp_path / "esc")
+    parser = argparse.ArgumentParser()
+    add_split_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(root), "--train-folds", "1", "--test-fold", "2", "--sr", "8000"]
+        + ["--categories", "zebra"]
+    )
+    ds, train, test = split_from_args(args)
+    assert ds.class_names == ["zebra"] and ds.filenames == ["a.wav", "c.wav"]
+    assert list(train.labels) == [0] and list(test.filenames) == ["c.wav"]
+    record = split_record(args, ds, train, test)
+    assert record == {
+        "data": str(root),
+        "train_folds": [1],
+        "test_fold": 2,
+        "categories": ["zebra"],
+        "classes": ["zebra"],
+        "n_train": 1,
+        "n_test": 1,
+    }
+    # every class by default; an unknown name is named, with the ones there are
+    args = parser.parse_args(["--data", str(root), "--train-folds", "1", "--test-fold", "2"])
+    assert args.categories is None and split_from_args(args)[0].class_names == ["apple", "zebra"]
+    args.categories = ["zebra", "horse"]
+    with pytest.raises(ValueError, match=r"categories \['horse'\] are not in .*'apple', 'zebra'"):
+        split_from_args(args)
