@@ -196,6 +196,10 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
     if list(train_folds) != [1, 2, 3] or test_fold != 4:
         title += f", trained on folds {list(train_folds)}, tested on fold {test_fold}"
         command += f" --train-folds {' '.join(map(str, train_folds))} --test-fold {test_fold}"
+    categories = sweep.get("categories")  # a subset of the folder's classes (--categories)
+    if categories:
+        title += f", {len(categories)} classes ({', '.join(categories)})"
+        command += " --categories " + " ".join(categories)
     if name is not None and name != default_name:
         command += f" --out benchmarks/results/{name}.json"
     name = name or default_name

@@ -224,6 +224,14 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     assert rows == [
         f"| contrast_penalty={w}, mask_ratio={m}" for m in ("linear", "log") for w in (100, 300)
     ]
+    # on a subset of the classes: the title and the command name them
+    sweep.update(settings={}, categories=["dog", "rain", "rooster"])
+    text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_classes_3"))
+    assert "## The contrast term's weight, 3 classes (dog, rain, rooster)" in text
+    assert (
+        "contrast_sweep.py --categories dog rain rooster --out "
+        "benchmarks/results/contrast_sweep_classes_3.json"
+    ) in text
 
 
 def test_another_split_shows_its_command_targets_and_seeds(make_table):
