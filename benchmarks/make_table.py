@@ -703,7 +703,8 @@ def render(
             ]
     sil = res.get("silero")
     if sil and res.get("_sections_from", {}).get("silero"):
-        sil = {**sil, "_from": res["_sections_from"]["silero"]}
+        command, commit = res["_sections_from"]["silero"], res["_sections_commit"]["silero"]
+        sil = {**sil, "_from": f"`{command}`{_code(commit)}"}
     if sil and "error" in sil:
         lines += ["", "## Silero VAD", "", f"This section failed in this run: `{sil['error']}`"]
     elif sil:
@@ -711,7 +712,7 @@ def render(
             "",
             "## Silero VAD (a model nobody here wrote): speech decisions on FSDD speech + ESC-10 sounds",
             "",
-            (f"Measured by `{sil['_from']}`. " if "_from" in sil else "")
+            (f"Measured by {sil['_from']}. " if "_from" in sil else "")
             + f"2-second clips, speech and sound at equal RMS. Interpreter fitted on {sil['n_train']} clips "
             f"({sil['fit_seconds']:.0f} s); top-1 fidelity on the {sil['n_test']} test mixtures "
             f"{sil['fidelity_top1']:.3f}; Silero decided *speech* on {sil['n_decided_speech']} of them. "
@@ -726,7 +727,8 @@ def render(
         if cost.get("settings"):
             cs = cost["settings"]
             lines += [
-                f"Run with `{shlex.join(['python', 'benchmarks/esc10.py', *cs['command_args']])}` "
+                f"Run with `{shlex.join(['python', 'benchmarks/esc10.py', *cs['command_args']])}`"
+                f"{_code(res.get('_sections_commit', {}).get('cost'))} "
                 f"({cs['n_train']} training clips; classifier epochs {cs['classifier_epochs']}, "
                 f"interpreter epochs {cs['epochs'] or 'default'}).",
                 "",
@@ -815,6 +817,12 @@ def _command(settings: dict) -> str:
     )
 
 
+def _code(commit: str | None) -> str:
+    """ ", code `<commit>`" where a partial run saved its commit (it can differ from the full run's,
+    named at the end of the page)."""
+    return f", code `{commit}`" if commit else ""
+
+
 def merge(parts: list[dict]) -> dict:
     """The first run's results, with sections taken from later runs: those it skipped
     (``--skip``), and those a later partial run (one that skipped the others) measured anew."""
@@ -827,6 +835,7 @@ def merge(parts: list[dict]) -> dict:
                     res.setdefault("_replaced", {})[key] = res[key]
                 res[key] = part[key]
                 res.setdefault("_sections_from", {})[key] = _command(part["settings"])
+                res.setdefault("_sections_commit", {})[key] = part.get("commit")
     return res
 
 

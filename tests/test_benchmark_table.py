@@ -56,7 +56,13 @@ def test_a_cost_run_keeps_the_full_runs_figures_beside_its_own(make_table, full_
     cost["cost"]["explain_vs_forward_stft_istft"]["ratio_amortised"] = 1.7
     cost["cost"]["fit_cached_vs_recomputed"]["speedup"] = 3.5
     full["cost"]["fit_cached_vs_recomputed"]["speedup"] = 3.25
-    rows = _cost_rows(make_table.render(make_table.merge([full, cost]), "x"))
+    full["commit"], cost["commit"] = "full123", "cost456"
+    text = make_table.render(make_table.merge([full, cost]), "x")
+    # the cost section names the cost run's code; the page ends with the full run's
+    costs = text[text.index("## Costs") :]
+    assert costs.startswith("## Costs") and "`, code `cost456` (240 training clips" in costs
+    assert "Code: commit `full123`." in text and "cost456" not in text.replace(costs, "")
+    rows = _cost_rows(text)
     measured, verdict = rows["same, `amortised=True`"]
     assert measured.startswith("1.70") and "full run: 1.20" in measured
     assert verdict == "**no** in the cost run, yes in the full run"
