@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from nmfinterp.benchmark import (  # noqa: E402
     DEFAULT_DATA,
     FULL,
+    _ci,
     _fit_pipeline,
     _git_commit,
     _log,
@@ -76,6 +77,7 @@ from nmfinterp.explain import (  # noqa: E402
     MASK_RATIOS,
     REFINE_STEPS,
     RESIDUAL_WEIGHT,
+    default_contrast_penalties,
     explain,
 )
 
@@ -97,6 +99,17 @@ PARAMS = {
 }
 
 
+def _value(text: str) -> float | tuple[float, ...]:
+    """A --weights value: a number, or weights tried in turn, ``300>100`` (contrast_penalty)."""
+    parts = tuple(float(v) for v in text.split(">"))
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _key(value) -> str:
+    """A value's key in the saved results: ``300.0``, or ``300.0>100.0`` for weights in turn."""
+    return ">".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,12 +117,12 @@ def main(argv=None) -> int:
     p.add_argument("--param", choices=list(PARAMS), default="contrast_penalty")
     p.add_argument(
         "--weights",
-        type=float,
+        type=_value,
         nargs="+",
         default=None,
-        help="the values swept (contrast_penalty: 0 10 30 100 300 1000; refine_steps: "
-        "0 5 10 20 40 80; energy_penalty: 0 0.3 1 3 10 30; mask_power: 1 1.5 2 3; "
-        "residual_weight: 0 0.25 0.5 1)",
+        help="the values swept (contrast_penalty: 0 10 30 100 300 1000, and weights tried in "
+        "turn as 300>100; refine_steps: 0 5 10 20 40 80; energy_penalty: 0 0.3 1 3 10 30; "
+        "mask_power: 1 1.5 2 3; residual_weight: 0 0.25 0.5 1)",
     )
     add_split_arguments(p)
     p.add_argument("--speech", default=str(DEFAULT_DATA / "fsdd"), help="FSDD folder ('' to skip)")
@@ -142,7 +155,13 @@ def main(argv=None) -> int:
     ratios = list(dict.fromkeys(args.mask_ratio))
     fixed["mask_ratio"] = ratios[0] if len(ratios) == 1 else ratios
     args.weights = values if args.weights is None else args.weights
-    bad = [w for w in args.weights if not w >= 0]
+    in_turn = [w for w in args.weights if isinstance(w, tuple)]
+    if in_turn and args.param != "contrast_penalty":
+        raise SystemExit(
+            f"--weights {' '.join(map(_key, in_turn))}: weights tried in turn (A>B) are for "
+            "--param contrast_penalty only."
+        )
+    bad = [w for w in args.weights if not min(w if isinstance(w, tuple) else (w,)) >= 0]
     if args.param == "refine_steps":
         bad += [w for w in args.weights if w != int(w)]
         args.weights = [int(w) for w in args.weights if w == int(w)]
@@ -179,9 +198,11 @@ def main(argv=None) -> int:
             r = score_masks(probs, pipes[d][0], x, np.stack(ex.masks), classes, deciding, other)
             r["seconds_per_clip"] = seconds / len(x)
             r["n"] = len(x)
+            if isinstance(w, tuple):  # the clips refined again with a later weight
+                r["refined_again"] = _ci(ex.contrast_penalties != w[0])
             # the value alone where one ratio and one dictionary ran (as every sweep saved
             # before several existed), else what tells the rows apart
-            key = str(w) + (f", mask_ratio={ratio}" if len(ratios) > 1 else "")
+            key = _key(w) + (f", mask_ratio={ratio}" if len(ratios) > 1 else "")
             key += f", dictionary={d}" if len(dictionaries) > 1 else ""
             results[cname][key] = r
             _log(
@@ -197,6 +218,12 @@ def main(argv=None) -> int:
         "n_components": FULL["n_components"],
         "param": args.param,
         "default_weight": default,
+        # explain's own default for each pipeline (contrast_penalty: the weights it tries in turn)
+        "default_weights": {
+            d: _key(default_contrast_penalties(pipes[d][-1]))
+            for d in dictionaries
+            if args.param == "contrast_penalty"
+        },
         # explain's other settings in this run: their defaults at this commit
         "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param} | fixed,
         "weights": args.weights,

@@ -56,6 +56,7 @@ HEAD = {
     "si_sdr_gap": "gap (dB)",
     "energy_share": "energy share",
     "mask_mean": "mask mean",
+    "refined_again": "refined again",
 }
 
 
@@ -159,7 +160,8 @@ SWEEPS = {
 def _sweep_row(param: str, key: str) -> str:
     """A sweep's row label from its key: the value, then the ratio where it ran several."""
     value, _, ratio = key.partition(", ")
-    return f"{param}={float(value):g}" + (f", {ratio}" if ratio else "")
+    value = ">".join(f"{float(v):g}" for v in value.split(">"))  # weights tried in turn: A>B
+    return f"{param}={value}" + (f", {ratio}" if ratio else "")
 
 
 def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]:
@@ -211,6 +213,7 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         ("energy_share", ".2f"),
         ("si_sdr_gap", ".1f"),
         ("mask_mean", ".2f"),
+        ("refined_again", ".2f"),
     ]
     others = "".join(
         f"; {k}={' and '.join(v) if isinstance(v, list) else v}"
@@ -219,13 +222,22 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         for k, v in sweep.get("settings", {}).items()
     )
     if sweep.get("weights"):  # the values it ran, which --weights may have chosen
-        command += " --weights " + " ".join(f"{float(w):g}" for w in sweep["weights"])
+        command += " --weights " + " ".join(
+            ">".join(f"{float(v):g}" for v in (w if isinstance(w, list) else [w]))
+            for w in sweep["weights"]
+        )
+    default = f"{sweep['default_weight']:g}"
+    if sweep.get("default_weights"):  # explain's own, per pipeline (weights tried in turn: A>B)
+        default = " and ".join(
+            f"{_sweep_row(param, w).partition('=')[2]} ({d})"
+            for d, w in sweep["default_weights"].items()
+        )
     lines = [
         "",
         f"## {title}",
         "",
         f"`explain(..., {param}=w)` for each value w (the default at that commit: "
-        f"{sweep['default_weight']:g}{others}) on {pipeline} (classifier "
+        f"{default}{others}) on {pipeline} (classifier "
         f"fold-{sweep['test_fold']} "
         f"accuracy {sweep['classifier_accuracy']:.3f}, interpreter top-1 fidelity "
         f"{fidelity}), from `benchmarks/results/{name}.json` "
@@ -236,7 +248,7 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         lines += ["", f"{titles.get(cname, cname)} ({first['n']} clips):", ""]
         lines += table(
             {_sweep_row(param, w): r for w, r in rows.items()},
-            [(c, f) for c, f in cols if c in first],
+            [(c, f) for c, f in cols if any(c in r for r in rows.values())],
             first="value",
         )
     return lines

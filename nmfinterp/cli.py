@@ -708,10 +708,12 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--contrast-penalty",
         type=_non_negative_float,
+        nargs="+",
         default=None,
         metavar="X",
         help="with refinement, weight of the energy kept from components that other classes the "
-        "classifier hears use more than the explained one (default: 300; 100 where the "
+        "classifier hears use more than the explained one; several: tried in turn, the next for "
+        "the clips whose explanation lost the decision (default: 300; 300 then 100 where the "
         "dictionary has a block of patterns per class; 0: off)",
     )
     p.add_argument(

@@ -5,6 +5,7 @@ Each hop is a function you can call alone; :func:`explain` chains them for a fit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,9 @@ ENERGY_PENALTY = 0.3
 CONTRAST_PENALTY = 300.0
 #: ... where the dictionary has a block of patterns per class (``NMFDictionary(per_class=...)``):
 #: its components' class usage is sharper, and the same rule (the largest weight whose intervals
-#: stay inside every clean-clip target) chose 100 (docs/method.md, "Dictionary")
+#: stay inside every clean-clip target) chose 100 (docs/method.md, "Dictionary"). explain() first
+#: refines with CONTRAST_PENALTY there too, and refines again with this weight only the clips whose
+#: explanation the classifier no longer decides as the explained class (:func:`default_contrast_penalties`)
 CONTRAST_PENALTY_PER_CLASS = 100.0
 #: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
 MASK_POWER = 1.0
@@ -209,12 +212,43 @@ def default_contrast_penalty(interpreter) -> float:
     return CONTRAST_PENALTY_PER_CLASS if per_class else CONTRAST_PENALTY
 
 
-def _contrast_penalty(interpreter, value) -> float:
-    """``contrast_penalty`` checked; ``None``: :func:`default_contrast_penalty`."""
-    usage = getattr(interpreter, "class_usage_", None)
+def default_contrast_penalties(interpreter) -> tuple[float, ...]:
+    """The contrast weights ``explain`` tries by default, in turn (see its ``contrast_penalty``):
+    ``CONTRAST_PENALTY`` first, then :func:`default_contrast_penalty` where it is lower (the
+    dictionary learned a block of patterns per class): ``(300, 100)`` with blocks, ``(300,)``
+    with one dictionary, ``(0,)`` without ``class_usage_``."""
+    own = default_contrast_penalty(interpreter)
+    return (CONTRAST_PENALTY, own) if 0 < own < CONTRAST_PENALTY else (own,)
+
+
+def _contrast_penalties(interpreter, value) -> tuple[float, ...]:
+    """explain's ``contrast_penalty`` checked, as the weights to try in turn: a number alone, a
+    non-empty sequence of them, or ``None`` (:func:`default_contrast_penalties`)."""
     if value is None:
+        return default_contrast_penalties(interpreter)
+    if isinstance(value, list | tuple | np.ndarray):
+        weights = tuple(np.asarray(value, dtype=object).ravel())
+        if not weights:
+            raise ValueError(
+                f"contrast_penalty={value!r}; expected a non-negative number, a non-empty sequence "
+                "of them (tried in turn), or None."
+            )
+        return tuple(_contrast_penalty(interpreter, w, sequence=value) for w in weights)
+    return (_contrast_penalty(interpreter, value),)
+
+
+def _contrast_penalty(interpreter, value, sequence=None) -> float:
+    """``contrast_penalty`` checked; ``None``: :func:`default_contrast_penalty`. ``sequence``: the
+    weights ``value`` is one of, for the message."""
+    usage = getattr(interpreter, "class_usage_", None)
+    if value is None and sequence is None:
         return default_contrast_penalty(interpreter)
-    if not isinstance(value, int | float | np.number) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not value >= 0:
+        if sequence is not None:
+            raise ValueError(
+                f"contrast_penalty={sequence!r}: {value!r} is not a non-negative number; expected "
+                "non-negative weights, tried in turn."
+            )
         raise ValueError(f"contrast_penalty={value!r}; expected a non-negative number or None.")
     if value and usage is None:
         raise ValueError(
@@ -408,6 +442,10 @@ class Explanations:
     classifier_scores, interpreter_scores : ndarray (n_clips, n_classes)
         The classifier's outputs on the inputs and Θ's logits.
     sr : int
+    contrast_penalties : ndarray (n_clips,) or None
+        With the refinement, the contrast weight each clip's explanation was refined with (the
+        first of ``contrast_penalty``'s weights whose explanation the classifier still decides as
+        the explained class, or the last one); ``None`` without the refinement.
     """
 
     waveforms: np.ndarray | list
@@ -422,12 +460,26 @@ class Explanations:
     sr: int
     settings: dict = field(default_factory=dict)
     gates: list | None = None
+    contrast_penalties: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.classes)
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.waveforms, dtype=dtype)
+
+
+def _decisions(interpreter, waveforms: np.ndarray) -> torch.Tensor:
+    """The classifier's decision (arg max of its outputs) on each of ``waveforms``, on CPU."""
+    from .hooks import classifier_device, frozen
+
+    with frozen(interpreter.classifier), torch.no_grad():
+        params = dict(interpreter.classifier.named_parameters())
+        x = torch.as_tensor(np.ascontiguousarray(waveforms))
+        scores = interpreter._call_classifier(
+            params, x.to(classifier_device(interpreter.classifier))
+        )
+    return scores.argmax(-1).cpu()
 
 
 def _interpreter_of(model):
@@ -485,7 +537,7 @@ def explain_clips(
     refine_steps: int | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
-    contrast_penalty: float | None = None,
+    contrast_penalty: float | Sequence[float] | None = None,
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
@@ -539,7 +591,7 @@ def explain_clips(
         raise ValueError(f"refine_steps={refine_steps!r}; expected a non-negative integer or None.")
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
-    contrast_penalty = _contrast_penalty(interpreter, contrast_penalty)
+    contrast_penalties = _contrast_penalties(interpreter, contrast_penalty)
     mask_power = _finite_number(
         "mask_power", mask_power, 1, "1: the ratio mask, 2: the Wiener mask on power spectra"
     )
@@ -580,7 +632,8 @@ def explain_clips(
     net = interpreter.module_
     theta = net.theta.weight.detach()
     out: dict[str, list] = {
-        k: [None] * n for k in ("wave", "res", "rel", "sel", "mask", "H", "gate", "cs", "is", "cls")
+        k: [None] * n
+        for k in ("wave", "res", "rel", "sel", "mask", "H", "gate", "cs", "is", "cls", "cp")
     }
     bar = tqdm(total=n, desc="explaining", unit="clip", disable=verbose <= 0)
     for idx_all in groups.values():
@@ -601,24 +654,31 @@ def explain_clips(
                 else:
                     cls = scores.argmax(-1)
                 r = relevance(z, theta, cls, centered)
-                if refine_steps:
-                    keep = refine_selection(
+
+                # the refined gates of the clips ``rows`` at one contrast weight
+                def refine(rows, weight, x=x, H=H, shifted=r - threshold, cls=cls, scores=scores):
+                    return refine_selection(
                         interpreter,
-                        x,
-                        H,
-                        r - threshold,
-                        cls,
+                        x[rows],
+                        H[rows],
+                        shifted[rows],
+                        cls[rows],
                         refine_steps,
                         top_k=top_k,
                         per_frame=per_frame,
                         mask_domain=mask_domain,
                         energy_penalty=energy_penalty,
-                        contrast_penalty=contrast_penalty,
-                        scores=scores,
+                        contrast_penalty=weight,
+                        scores=scores[rows],
                         mask_power=mask_power,
                         residual_weight=residual_weight,
                         mask_ratio=mask_ratio,
                     )
+
+                rows = torch.arange(len(idx))
+                used = torch.full((len(idx),), contrast_penalties[0])
+                if refine_steps:
+                    keep = refine(rows, contrast_penalties[0])
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
                     keep &= select_components(r, top_k, -float("inf"))[:, :, None]
@@ -626,6 +686,15 @@ def explain_clips(
                     keep = select_components(r, top_k, threshold)[:, :, None].expand_as(H)
                 M = soft_mask(W, H, keep.float(), mask_power, mask_ratio)
                 wave = spec.apply_mask(x, M, mask_domain)
+                # the next weight, for the clips whose explanation lost the decision
+                for weight in contrast_penalties[1:] if refine_steps else ():
+                    rows = rows[_decisions(interpreter, wave[rows.numpy()]) != cls[rows]]
+                    if not len(rows):
+                        break
+                    keep[rows] = refine(rows, weight)
+                    used[rows] = weight
+                    M[rows] = soft_mask(W, H[rows], keep[rows].float(), mask_power, mask_ratio)
+                    wave[rows.numpy()] = spec.apply_mask(x[rows], M[rows], mask_domain)
             for j, i in enumerate(idx):
                 order = torch.argsort(r[j], descending=True)
                 out["wave"][i] = wave[j]  # float32, as are the clips
@@ -638,6 +707,7 @@ def explain_clips(
                 out["cs"][i] = scores[j].numpy()
                 out["is"][i] = logits[j].numpy()
                 out["cls"][i] = int(cls[j])
+                out["cp"][i] = float(used[j])
             bar.update(len(idx))
     bar.close()
     as_batch = (lambda v: v) if ragged else np.stack
@@ -652,6 +722,7 @@ def explain_clips(
         gates=out["gate"],
         classifier_scores=np.stack(out["cs"]),
         interpreter_scores=np.stack(out["is"]),
+        contrast_penalties=np.array(out["cp"]) if refine_steps else None,
         sr=spec.sr,
         settings={
             "top_k": top_k,
@@ -661,7 +732,10 @@ def explain_clips(
             "refine_steps": refine_steps,
             "per_frame": per_frame,
             "energy_penalty": energy_penalty,
-            "contrast_penalty": contrast_penalty,
+            # one weight as a number (as before several could be tried), several as a tuple
+            "contrast_penalty": contrast_penalties[0]
+            if len(contrast_penalties) == 1
+            else contrast_penalties,
             "amortised": amortised,
             "mask_power": mask_power,
             "residual_weight": residual_weight,
@@ -684,7 +758,7 @@ def explain(
     refine_steps: int | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
-    contrast_penalty: float | None = None,
+    contrast_penalty: float | Sequence[float] | None = None,
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
@@ -734,14 +808,19 @@ def explain(
         With refinement, also penalise the share of the clip's energy the explanation keeps (see
         :func:`refine_selection`): higher values drop more of what the decision does not need,
         e.g. an interfering source, and keep less of the rest; ``0`` asks only for faithfulness.
-    contrast_penalty : float or None, default=None
+    contrast_penalty : float, sequence of float, or None, default=None
         With refinement, also penalise the energy the explanation keeps from components that the
         other classes the classifier hears in the clip use more than the explained class does
         (:func:`contrast_weights`, from the interpreter's ``class_usage_``): on a mixture these
-        mostly carry the other source. ``None``: ``CONTRAST_PENALTY_PER_CLASS`` (100) when the
-        dictionary has a block of patterns per class, ``CONTRAST_PENALTY`` (300) when it has one
-        for all (:func:`default_contrast_penalty`), 0 when the interpreter has no
-        ``class_usage_``; ``0`` turns the term off.
+        mostly carry the other source. Several weights are tried in turn: the clips whose
+        explanation the classifier no longer decides as the explained class are refined again
+        with the next weight (the last one is kept in any case; ``contrast_penalties`` of the
+        result says which each clip got), so a strong weight separates where the decision allows
+        it and a milder one keeps the decision elsewhere. ``None``:
+        :func:`default_contrast_penalties`: ``CONTRAST_PENALTY`` (300), then
+        ``CONTRAST_PENALTY_PER_CLASS`` (100) when the dictionary has a block of patterns per
+        class; 300 alone with one dictionary for all; 0 when the interpreter has no
+        ``class_usage_``. ``0`` turns the term off.
     amortised : bool, default=False
         Choose the gates with the interpreter's gate network (trained once by
         :meth:`~nmfinterp.InterpreterEstimator.fit_gates`) instead of refining them through the

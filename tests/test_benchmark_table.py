@@ -230,6 +230,25 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     assert rows == [
         f"| contrast_penalty={w}, mask_ratio={m}" for m in ("linear", "log") for w in (100, 300)
     ]
+    # weights tried in turn: the row, the command and explain's own default per pipeline say so,
+    # and the share of clips refined again has a column (empty for the single weights)
+    sweep.update(weights=[100.0, [300.0, 100.0]], default_weights={"per_class": "300.0>100.0"})
+    again = {"mean": 0.05, "ci95": [0.0, 0.1]}
+    sweep["results"] = {
+        "clean": {
+            "100.0": {"Fid-In": score, "n": 3},
+            "300.0>100.0": {"Fid-In": score, "refined_again": again, "n": 3},
+        }
+    }
+    text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_in_turn"))
+    assert "(the default at that commit: 300>100 (per_class); mask_ratio=" in text
+    assert "--weights 100 300>100`" in text and "| value | Fid-In | refined again |" in text
+    rows = [r for r in text.splitlines() if r.startswith("| contrast_penalty=")]
+    assert rows[0].startswith("| contrast_penalty=100 | 0.50 [0.40, 0.60] | – |")
+    assert rows[1].startswith(
+        "| contrast_penalty=300>100 | 0.50 [0.40, 0.60] | 0.05 [0.00, 0.10] |"
+    )
+    del sweep["default_weights"], sweep["weights"]
     # on a subset of the classes: the title and the command name them
     sweep.update(settings={}, categories=["dog", "rain", "rooster"])
     text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_classes_3"))

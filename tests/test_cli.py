@@ -142,6 +142,13 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
     )
     wav, _ = sf.read(next(out.iterdir()), dtype="float32")
     np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+    # several contrast weights, tried in turn
+    out2 = tmp_path / "o2"
+    command = ["explain", str(fitted), str(clip), "-o", str(out2), "--refine-steps", "5"]
+    assert main([*command, "--contrast-penalty", "1e5", "0"]) == 0
+    ex = explain(joblib.load(fitted), x[None], refine_steps=5, contrast_penalty=(1e5, 0.0))
+    wav, _ = sf.read(next(out2.iterdir()), dtype="float32")
+    np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
     capsys.readouterr()
     for option in ("--energy-penalty", "--contrast-penalty"):
         assert main(["explain", str(fitted), str(clip), "-o", str(out), option, "-1"]) == 2
@@ -327,7 +334,7 @@ def test_help_states_explain_s_defaults():
     assert f"(default: {REFINE_STEPS} for" in helps["--refine-steps"]
     assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
     assert (
-        f"(default: {CONTRAST_PENALTY:g}; {CONTRAST_PENALTY_PER_CLASS:g} where the dictionary has a block of patterns per class;"
+        f"(default: {CONTRAST_PENALTY:g}; {CONTRAST_PENALTY:g} then {CONTRAST_PENALTY_PER_CLASS:g} where the dictionary has a block of patterns per class;"
         in helps["--contrast-penalty"]
     )
     assert f"(default: {MASK_POWER:g}, the ratio itself;" in helps["--mask-power"]

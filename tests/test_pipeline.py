@@ -26,6 +26,7 @@ from nmfinterp.datasets import make_synthetic_sounds
 from nmfinterp.explain import (
     CONTRAST_PENALTY,
     CONTRAST_PENALTY_PER_CLASS,
+    default_contrast_penalties,
     default_contrast_penalty,
     refine_selection,
     soft_mask,
@@ -338,14 +339,57 @@ def test_the_default_contrast_weight_follows_the_dictionary(setup, fitted):
     blocks.dictionary_ = copy.copy(interp.dictionary_)
     blocks.dictionary_.class_of_component_ = np.repeat(np.arange(4), 2)
     assert default_contrast_penalty(blocks) == CONTRAST_PENALTY_PER_CLASS != CONTRAST_PENALTY
+    # explain tries CONTRAST_PENALTY first, then the blocks' own weight where it is lower
+    assert default_contrast_penalties(interp) == (CONTRAST_PENALTY,)
+    assert default_contrast_penalties(blocks) == (CONTRAST_PENALTY, CONTRAST_PENALTY_PER_CLASS)
     pipe = copy.copy(fitted)
     pipe.steps = [*fitted.steps[:-1], (fitted.steps[-1][0], blocks)]
     x = setup[2].waveforms[:1]
-    assert explain(pipe, x).settings["contrast_penalty"] == CONTRAST_PENALTY_PER_CLASS
+    assert explain(pipe, x).settings["contrast_penalty"] == (
+        CONTRAST_PENALTY,
+        CONTRAST_PENALTY_PER_CLASS,
+    )
     assert explain(pipe, x, contrast_penalty=7.0).settings["contrast_penalty"] == 7.0
+    assert explain(pipe, x, contrast_penalty=[7.0]).settings["contrast_penalty"] == 7.0
     no_usage = copy.copy(interp)
     no_usage.class_usage_ = None
     assert default_contrast_penalty(no_usage) == 0.0
+    assert default_contrast_penalties(no_usage) == (0.0,)
+
+
+def test_a_clip_whose_explanation_loses_the_decision_is_refined_with_the_next_weight(setup, fitted):
+    """contrast_penalty=(strong, mild): each clip keeps the strong weight's explanation where the
+    classifier still decides it as the explained class, and gets the mild weight's elsewhere."""
+    clf, _, test, _, _ = setup
+    x = test.waveforms[:12]
+    strong, mild = 1e5, 0.0
+    alone = {w: explain(fitted, x, refine_steps=5, contrast_penalty=w) for w in (strong, mild)}
+    both = explain(fitted, x, refine_steps=5, contrast_penalty=(strong, mild))
+    assert both.settings["contrast_penalty"] == (strong, mild)
+    decided = predict_logits(clf, np.asarray(alone[strong].waveforms)).argmax(1)
+    kept = decided == both.classes
+    assert 0 < kept.sum() < len(x), kept  # the test needs clips of both kinds
+    np.testing.assert_array_equal(both.contrast_penalties, np.where(kept, strong, mild))
+    for i in range(len(x)):
+        expected = alone[strong if kept[i] else mild]
+        # the same gates as the weight alone gives (a clip's refinement does not depend on the
+        # other clips of its batch, up to the convolutions' rounding)
+        assert np.mean(both.gates[i] == expected.gates[i]) > 0.99, i
+    # without the refinement there is no weight to record
+    assert explain(fitted, x[:2], refine_steps=0).contrast_penalties is None
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ([], r"contrast_penalty=\[\]; expected a non-negative number, a non-empty sequence"),
+        ((300.0, -1.0), r"contrast_penalty=\(300.0, -1.0\): -1.0 is not a non-negative number"),
+        ("300", r"contrast_penalty='300'; expected a non-negative number or None"),
+    ],
+)
+def test_contrast_penalty_names_a_bad_weight(fitted, setup, value, message):
+    with pytest.raises(ValueError, match=message):
+        explain(fitted, setup[2].waveforms[:1], contrast_penalty=value)
 
 
 @pytest.mark.parametrize("penalty", [-1.0, float("nan"), "100"])
