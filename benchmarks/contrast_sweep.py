@@ -77,7 +77,7 @@ from nmfinterp.explain import (  # noqa: E402
     MASK_RATIOS,
     REFINE_STEPS,
     RESIDUAL_WEIGHT,
-    default_contrast_penalties,
+    default_contrast_penalty,
     explain,
 )
 
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
         "default_weight": default,
         # explain's own default for each pipeline (contrast_penalty: the weights it tries in turn)
         "default_weights": {
-            d: _key(default_contrast_penalties(pipes[d][-1]))
+            d: _key(default_contrast_penalty(pipes[d][-1]))
             for d in dictionaries
             if args.param == "contrast_penalty"
         },

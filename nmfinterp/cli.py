@@ -712,9 +712,9 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="X",
         help="with refinement, weight of the energy kept from components that other classes the "
-        "classifier hears use more than the explained one; several: tried in turn, the next for "
-        "the clips whose explanation lost the decision (default: 300; 300 then 100 where the "
-        "dictionary has a block of patterns per class; 0: off)",
+        "classifier hears use more than the explained one (default: 300; 100 where the "
+        "dictionary has a block of patterns per class; 0: off); several: tried in turn, the "
+        "next for the clips whose explanation lost the decision",
     )
     p.add_argument(
         "--mask-power",

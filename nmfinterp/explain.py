@@ -30,9 +30,7 @@ ENERGY_PENALTY = 0.3
 CONTRAST_PENALTY = 300.0
 #: ... where the dictionary has a block of patterns per class (``NMFDictionary(per_class=...)``):
 #: its components' class usage is sharper, and the same rule (the largest weight whose intervals
-#: stay inside every clean-clip target) chose 100 (docs/method.md, "Dictionary"). explain() first
-#: refines with CONTRAST_PENALTY there too, and refines again with this weight only the clips whose
-#: explanation the classifier no longer decides as the explained class (:func:`default_contrast_penalties`)
+#: stay inside every clean-clip target) chose 100 (docs/method.md, "Dictionary")
 CONTRAST_PENALTY_PER_CLASS = 100.0
 #: the explanation mask's sharpness by default (:func:`soft_mask`; 1: the ratio mask)
 MASK_POWER = 1.0
@@ -212,20 +210,11 @@ def default_contrast_penalty(interpreter) -> float:
     return CONTRAST_PENALTY_PER_CLASS if per_class else CONTRAST_PENALTY
 
 
-def default_contrast_penalties(interpreter) -> tuple[float, ...]:
-    """The contrast weights ``explain`` tries by default, in turn (see its ``contrast_penalty``):
-    ``CONTRAST_PENALTY`` first, then :func:`default_contrast_penalty` where it is lower (the
-    dictionary learned a block of patterns per class): ``(300, 100)`` with blocks, ``(300,)``
-    with one dictionary, ``(0,)`` without ``class_usage_``."""
-    own = default_contrast_penalty(interpreter)
-    return (CONTRAST_PENALTY, own) if 0 < own < CONTRAST_PENALTY else (own,)
-
-
 def _contrast_penalties(interpreter, value) -> tuple[float, ...]:
     """explain's ``contrast_penalty`` checked, as the weights to try in turn: a number alone, a
-    non-empty sequence of them, or ``None`` (:func:`default_contrast_penalties`)."""
+    non-empty sequence of them, or ``None`` (:func:`default_contrast_penalty`, alone)."""
     if value is None:
-        return default_contrast_penalties(interpreter)
+        return (default_contrast_penalty(interpreter),)
     if isinstance(value, list | tuple | np.ndarray):
         weights = tuple(np.asarray(value, dtype=object).ravel())
         if not weights:
@@ -812,15 +801,17 @@ def explain(
         With refinement, also penalise the energy the explanation keeps from components that the
         other classes the classifier hears in the clip use more than the explained class does
         (:func:`contrast_weights`, from the interpreter's ``class_usage_``): on a mixture these
-        mostly carry the other source. Several weights are tried in turn: the clips whose
-        explanation the classifier no longer decides as the explained class are refined again
-        with the next weight (the last one is kept in any case; ``contrast_penalties`` of the
-        result says which each clip got), so a strong weight separates where the decision allows
-        it and a milder one keeps the decision elsewhere. ``None``:
-        :func:`default_contrast_penalties`: ``CONTRAST_PENALTY`` (300), then
-        ``CONTRAST_PENALTY_PER_CLASS`` (100) when the dictionary has a block of patterns per
-        class; 300 alone with one dictionary for all; 0 when the interpreter has no
-        ``class_usage_``. ``0`` turns the term off.
+        mostly carry the other source. ``None``: ``CONTRAST_PENALTY_PER_CLASS`` (100) when the
+        dictionary has a block of patterns per class, ``CONTRAST_PENALTY`` (300) when it has one
+        for all (:func:`default_contrast_penalty`), 0 when the interpreter has no
+        ``class_usage_``; ``0`` turns the term off. Several weights, e.g. ``(300, 100)``, are
+        tried in turn: the clips whose explanation the classifier no longer decides as the
+        explained class are refined again with the next weight (the last one is kept in any case;
+        ``contrast_penalties`` of the result says which each clip got), so a strong weight
+        separates where the decision allows it and a milder one keeps the decision elsewhere, for
+        one more classifier pass per batch and a refinement per clip refined again (on ESC-10,
+        (300, 100) on the blocks separated mixtures further at a cost in clean-clip AI;
+        docs/method.md, "Weights tried in turn").
     amortised : bool, default=False
         Choose the gates with the interpreter's gate network (trained once by
         :meth:`~nmfinterp.InterpreterEstimator.fit_gates`) instead of refining them through the

@@ -334,7 +334,7 @@ def test_help_states_explain_s_defaults():
     assert f"(default: {REFINE_STEPS} for" in helps["--refine-steps"]
     assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
     assert (
-        f"(default: {CONTRAST_PENALTY:g}; {CONTRAST_PENALTY:g} then {CONTRAST_PENALTY_PER_CLASS:g} where the dictionary has a block of patterns per class;"
+        f"(default: {CONTRAST_PENALTY:g}; {CONTRAST_PENALTY_PER_CLASS:g} where the dictionary has a block of patterns per class;"
         in helps["--contrast-penalty"]
     )
     assert f"(default: {MASK_POWER:g}, the ratio itself;" in helps["--mask-power"]

@@ -26,7 +26,6 @@ from nmfinterp.datasets import make_synthetic_sounds
 from nmfinterp.explain import (
     CONTRAST_PENALTY,
     CONTRAST_PENALTY_PER_CLASS,
-    default_contrast_penalties,
     default_contrast_penalty,
     refine_selection,
     soft_mask,
@@ -339,22 +338,15 @@ def test_the_default_contrast_weight_follows_the_dictionary(setup, fitted):
     blocks.dictionary_ = copy.copy(interp.dictionary_)
     blocks.dictionary_.class_of_component_ = np.repeat(np.arange(4), 2)
     assert default_contrast_penalty(blocks) == CONTRAST_PENALTY_PER_CLASS != CONTRAST_PENALTY
-    # explain tries CONTRAST_PENALTY first, then the blocks' own weight where it is lower
-    assert default_contrast_penalties(interp) == (CONTRAST_PENALTY,)
-    assert default_contrast_penalties(blocks) == (CONTRAST_PENALTY, CONTRAST_PENALTY_PER_CLASS)
     pipe = copy.copy(fitted)
     pipe.steps = [*fitted.steps[:-1], (fitted.steps[-1][0], blocks)]
     x = setup[2].waveforms[:1]
-    assert explain(pipe, x).settings["contrast_penalty"] == (
-        CONTRAST_PENALTY,
-        CONTRAST_PENALTY_PER_CLASS,
-    )
+    assert explain(pipe, x).settings["contrast_penalty"] == CONTRAST_PENALTY_PER_CLASS
     assert explain(pipe, x, contrast_penalty=7.0).settings["contrast_penalty"] == 7.0
     assert explain(pipe, x, contrast_penalty=[7.0]).settings["contrast_penalty"] == 7.0
     no_usage = copy.copy(interp)
     no_usage.class_usage_ = None
     assert default_contrast_penalty(no_usage) == 0.0
-    assert default_contrast_penalties(no_usage) == (0.0,)
 
 
 def test_a_clip_whose_explanation_loses_the_decision_is_refined_with_the_next_weight(setup, fitted):
