@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         "n_components": FULL["n_components"],
         "param": args.param,
         "default_weight": default,
-        # explain's own default for each pipeline (contrast_penalty: the weights it tries in turn)
+        # explain's own default contrast weight for each pipeline (it follows the dictionary)
         "default_weights": {
             d: _key(default_contrast_penalty(pipes[d][-1]))
             for d in dictionaries
