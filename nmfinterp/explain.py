@@ -644,7 +644,7 @@ def explain_clips(
                     cls = scores.argmax(-1)
                 r = relevance(z, theta, cls, centered)
 
-                # the refined gates of the clips ``rows`` at one contrast weight
+                # the refined gates of the clips ``rows`` (indices or a slice) at one weight
                 def refine(rows, weight, x=x, H=H, shifted=r - threshold, cls=cls, scores=scores):
                     return refine_selection(
                         interpreter,
@@ -666,8 +666,8 @@ def explain_clips(
 
                 rows = torch.arange(len(idx))
                 used = torch.full((len(idx),), contrast_penalties[0])
-                if refine_steps:
-                    keep = refine(rows, contrast_penalties[0])
+                if refine_steps:  # every clip: a slice, so that nothing is copied
+                    keep = refine(slice(None), contrast_penalties[0])
                 elif amortised:  # at most top_k components, the most relevant ones
                     keep = interpreter.gate_module_(H, z, theta, cls, hidden) > 0
                     keep &= select_components(r, top_k, -float("inf"))[:, :, None]

@@ -186,7 +186,11 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
         "commit": "abc1234",
         "results": {"clean": {"0.3": {"Fid-In": score, "n": 3}, "1.0": {"Fid-In": score, "n": 3}}},
     }
-    text = "\n".join(make_table.sweep_lines(sweep, {"clean": "(a) clean clips"}))
+
+    def section(name=None, titles=None):  # the sweep's section as make_table writes it
+        return "\n".join(make_table.sweep_lines(sweep, titles or {}, name))
+
+    text = section(titles={"clean": "(a) clean clips"})
     assert "(the default at that commit: 1; refine_steps=20; contrast_penalty=100)" in text
     assert "## The energy term's weight" in text and "`abc1234`" in text
     assert "(a) clean clips (3 clips)" in text
@@ -194,10 +198,10 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     assert rows == ["| energy_penalty=0.3", "| energy_penalty=1"]
     # saved before `settings` existed: the default alone
     del sweep["settings"]
-    assert "(the default at that commit: 1)" in "\n".join(make_table.sweep_lines(sweep, {}))
+    assert "(the default at that commit: 1)" in section()
     # run at another mask sharpness: the title and the command say so, and where it was saved
     sweep["settings"] = {"mask_power": 2.0}
-    text = "\n".join(make_table.sweep_lines(sweep, {}, "energy_sweep_mask_power2"))
+    text = section("energy_sweep_mask_power2")
     assert "## The energy term's weight at mask_power=2" in text
     assert (
         "`benchmarks/results/energy_sweep_mask_power2.json` (`python benchmarks/contrast_sweep.py "
@@ -205,7 +209,7 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     ) in text
     # run on another split: the title and the command name its folds
     sweep.update(param="residual_weight", settings={}, train_folds=[1, 3, 4], test_fold=2)
-    text = "\n".join(make_table.sweep_lines(sweep, {}, "residual_sweep_test_fold2"))
+    text = section("residual_sweep_test_fold2")
     assert "## The residual term's weight, trained on folds [1, 3, 4], tested on fold 2" in text
     assert (
         "(`python benchmarks/contrast_sweep.py --param residual_weight --train-folds 1 3 4 "
@@ -222,7 +226,7 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
             for w in (100.0, 300.0)
         }
     }
-    text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_ratios"))
+    text = section("contrast_sweep_ratios")
     assert "## The contrast term's weight, linear and log-ratio masks" in text
     assert "; mask_ratio=linear and log)" in text
     assert "contrast_sweep.py --mask-ratio linear log --out benchmarks/" in text
@@ -240,7 +244,7 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
             "300.0>100.0": {"Fid-In": score, "refined_again": again, "n": 3},
         }
     }
-    text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_in_turn"))
+    text = section("contrast_sweep_in_turn")
     assert "(the default at that commit: 300>100 (per_class); mask_ratio=" in text
     assert "--weights 100 300>100`" in text and "| value | Fid-In | refined again |" in text
     rows = [r for r in text.splitlines() if r.startswith("| contrast_penalty=")]
@@ -251,7 +255,7 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     del sweep["default_weights"], sweep["weights"]
     # on a subset of the classes: the title and the command name them
     sweep.update(settings={}, categories=["dog", "rain", "rooster"])
-    text = "\n".join(make_table.sweep_lines(sweep, {}, "contrast_sweep_classes_3"))
+    text = section("contrast_sweep_classes_3")
     assert "## The contrast term's weight, 3 classes (dog, rain, rooster)" in text
     assert (
         "contrast_sweep.py --categories dog rain rooster --out "
