@@ -148,6 +148,14 @@ def main(argv=None) -> int:
         help="the pipeline's dictionary: one for all classes, or a block per class; several: "
         "each on the same classifier (%(default)s)",
     )
+    p.add_argument(
+        "--keep-confidence",
+        type=float,
+        default=None,
+        help="explain's keep_confidence for weights tried in turn (A>B): a clip is also refined "
+        "again where the classifier gives its class less than this times its probability on "
+        "the clip (default: the decision alone)",
+    )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
     default, values, name = PARAMS[args.param]
@@ -160,6 +168,11 @@ def main(argv=None) -> int:
         raise SystemExit(
             f"--weights {' '.join(map(_key, in_turn))}: weights tried in turn (A>B) are for "
             "--param contrast_penalty only."
+        )
+    if args.keep_confidence is not None and not in_turn:
+        raise SystemExit(
+            f"--keep-confidence {args.keep_confidence}: it decides which clips weights tried in "
+            "turn refine again; add such weights, e.g. --weights 100 '300>100'."
         )
     bad = [w for w in args.weights if not min(w if isinstance(w, tuple) else (w,)) >= 0]
     if args.param == "refine_steps":
@@ -193,6 +206,8 @@ def main(argv=None) -> int:
         for d, ratio, w in itertools.product(dictionaries, ratios, args.weights):
             t = time.perf_counter()
             settings = fixed | {"mask_ratio": ratio, args.param: w}
+            if isinstance(w, tuple) and args.keep_confidence is not None:
+                settings["keep_confidence"] = args.keep_confidence
             ex = explain(pipes[d], x, classes=classes, **settings)
             seconds = time.perf_counter() - t
             r = score_masks(probs, pipes[d][0], x, np.stack(ex.masks), classes, deciding, other)
@@ -227,6 +242,8 @@ def main(argv=None) -> int:
         # explain's other settings in this run: their defaults at this commit
         "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param} | fixed,
         "weights": args.weights,
+        # weights in turn: a clip is also refined again below this share of its confidence
+        "keep_confidence": args.keep_confidence,
         "results": results,
         "commit": commit,
         "torch_threads": torch.get_num_threads(),

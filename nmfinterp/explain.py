@@ -458,8 +458,8 @@ class Explanations:
         return np.asarray(self.waveforms, dtype=dtype)
 
 
-def _decisions(interpreter, waveforms: np.ndarray) -> torch.Tensor:
-    """The classifier's decision (arg max of its outputs) on each of ``waveforms``, on CPU."""
+def _classifier_scores(interpreter, waveforms: np.ndarray) -> torch.Tensor:
+    """The classifier's outputs on each of ``waveforms``, on CPU."""
     from .hooks import classifier_device, frozen
 
     with frozen(interpreter.classifier), torch.no_grad():
@@ -468,7 +468,20 @@ def _decisions(interpreter, waveforms: np.ndarray) -> torch.Tensor:
         scores = interpreter._call_classifier(
             params, x.to(classifier_device(interpreter.classifier))
         )
-    return scores.argmax(-1).cpu()
+    return scores.cpu()
+
+
+def _lost(interpreter, explained, scores, cls, keep_confidence) -> torch.Tensor:
+    """Which explanations (the classifier's outputs on them, ``explained``) no longer hold the
+    decision: the classifier does not decide them as ``cls``, or (``keep_confidence`` not None)
+    gives ``cls`` less than ``keep_confidence`` times its probability on the clips (``scores``)."""
+    lost = explained.argmax(-1) != cls
+    if keep_confidence:  # None and 0 ask for the decision alone
+        rows = torch.arange(len(cls))
+        before = interpreter._log_probs(scores.float())[rows, cls]
+        after = interpreter._log_probs(explained.float())[rows, cls]
+        lost |= after < before + float(np.log(keep_confidence))
+    return lost
 
 
 def _interpreter_of(model):
@@ -527,6 +540,7 @@ def explain_clips(
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float | Sequence[float] | None = None,
+    keep_confidence: float | None = None,
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
@@ -581,6 +595,16 @@ def explain_clips(
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
     contrast_penalties = _contrast_penalties(interpreter, contrast_penalty)
+    if keep_confidence is not None:
+        keep_confidence = _finite_number(
+            "keep_confidence", keep_confidence, 0, "None: the decision alone decides"
+        )
+        if len(contrast_penalties) < 2 or not refine_steps:
+            raise ValueError(
+                f"keep_confidence={keep_confidence!r} decides which clips are refined again with "
+                "the next of several contrast weights tried in turn; pass contrast_penalty=(300, "
+                "100) with refinement (refine_steps > 0), or leave keep_confidence=None."
+            )
     mask_power = _finite_number(
         "mask_power", mask_power, 1, "1: the ratio mask, 2: the Wiener mask on power spectra"
     )
@@ -677,7 +701,10 @@ def explain_clips(
                 wave = spec.apply_mask(x, M, mask_domain)
                 # the next weight, for the clips whose explanation lost the decision
                 for weight in contrast_penalties[1:] if refine_steps else ():
-                    rows = rows[_decisions(interpreter, wave[rows.numpy()]) != cls[rows]]
+                    explained = _classifier_scores(interpreter, wave[rows.numpy()])
+                    rows = rows[
+                        _lost(interpreter, explained, scores[rows], cls[rows], keep_confidence)
+                    ]
                     if not len(rows):
                         break
                     keep[rows] = refine(rows, weight)
@@ -725,6 +752,7 @@ def explain_clips(
             "contrast_penalty": contrast_penalties[0]
             if len(contrast_penalties) == 1
             else contrast_penalties,
+            "keep_confidence": keep_confidence,
             "amortised": amortised,
             "mask_power": mask_power,
             "residual_weight": residual_weight,
@@ -748,6 +776,7 @@ def explain(
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float | Sequence[float] | None = None,
+    keep_confidence: float | None = None,
     amortised: bool = False,
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
@@ -867,6 +896,7 @@ def explain(
         per_frame=per_frame,
         energy_penalty=energy_penalty,
         contrast_penalty=contrast_penalty,
+        keep_confidence=keep_confidence,
         amortised=amortised,
         mask_power=mask_power,
         residual_weight=residual_weight,

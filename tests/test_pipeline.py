@@ -371,6 +371,52 @@ def test_a_clip_whose_explanation_loses_the_decision_is_refined_with_the_next_we
     assert explain(fitted, x[:2], refine_steps=0).contrast_penalties is None
 
 
+def test_keep_confidence_also_refines_again_where_the_explanation_is_less_sure(setup, fitted):
+    """keep_confidence=q: a clip keeps the first weight's explanation only where the classifier
+    still decides it as the class and gives the class at least q times its probability on the
+    clip; the others get the next weight's."""
+    clf, _, test, _, _ = setup
+    x = test.waveforms[:12]
+    strong, mild = 300.0, 0.0
+    first = explain(fitted, x, refine_steps=5, contrast_penalty=strong)
+    p = lambda w: torch.softmax(torch.as_tensor(predict_logits(clf, w)), -1).numpy()  # noqa: E731
+    rows = np.arange(len(x))
+    before, after = p(x)[rows, first.classes], p(np.asarray(first.waveforms))
+    decided = after.argmax(1) == first.classes
+    for q in (0.5, 1.0):
+        both = explain(
+            fitted, x, refine_steps=5, contrast_penalty=(strong, mild), keep_confidence=q
+        )
+        kept = decided & (after[rows, first.classes] >= q * before)
+        assert both.settings["keep_confidence"] == q
+        np.testing.assert_array_equal(both.contrast_penalties, np.where(kept, strong, mild))
+    # the test needs clips the decision alone keeps and the confidence sends on
+    assert 0 < kept.sum() < decided.sum(), (kept, decided)
+    assert (
+        explain(fitted, x[:1], refine_steps=5, contrast_penalty=(strong, mild)).settings[
+            "keep_confidence"
+        ]
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"keep_confidence": -0.5}, r"keep_confidence=-0.5; expected a finite number >= 0"),
+        ({"keep_confidence": "1"}, r"keep_confidence='1'; expected a finite number >= 0"),
+        ({"keep_confidence": 1.0}, r"contrast weights tried in turn; pass contrast_penalty="),
+        (
+            {"keep_confidence": 1.0, "contrast_penalty": (300, 100), "refine_steps": 0},
+            r"with refinement \(refine_steps > 0\)",
+        ),
+    ],
+)
+def test_keep_confidence_names_a_bad_value(fitted, setup, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        explain(fitted, setup[2].waveforms[:1], **kwargs)
+
+
 @pytest.mark.parametrize(
     "value, message",
     [
