@@ -202,6 +202,10 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
     if categories:
         title += f", {len(categories)} classes ({', '.join(categories)})"
         command += " --categories " + " ".join(categories)
+    confidence = sweep.get("keep_confidence")  # weights in turn: also below this confidence
+    if confidence is not None:
+        title += f", weights in turn with keep_confidence={confidence:g}"
+        command += f" --keep-confidence {confidence:g}"
     if name is not None and name != default_name:
         command += f" --out benchmarks/results/{name}.json"
     name = name or default_name

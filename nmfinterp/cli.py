@@ -499,12 +499,21 @@ def _cmd_fit(args) -> int:
 
 def _explain_inputs(args):
     model, meta = _load_model(args.model)  # first: a wrong path fails before torch is imported
-    from .explain import _interpreter_of
+    from .explain import _interpreter_of, default_contrast_penalty
     from .explain import explain as explain_fn
 
     interp = _interpreter_of(model)
     if args.amortised:
         _check_amortised(args, interp)
+    elif args.keep_confidence is not None and (
+        args.refine_steps == 0
+        or len(args.contrast_penalty or np.atleast_1d(default_contrast_penalty(interp))) < 2
+    ):
+        raise CLIError(
+            "--keep-confidence decides which clips are refined again with the next of several "
+            "contrast weights; give them, e.g. --contrast-penalty 300 100, with refinement "
+            "(--refine-steps > 0)."
+        )
     sr = interp.spectrogram_.sr
     paths = find_audio(args.inputs)
     clips = _load_clips(paths, sr, None, args.verbose)
@@ -521,6 +530,7 @@ def _explain_inputs(args):
         per_frame=not args.per_clip_gates,
         **({} if args.energy_penalty is None else {"energy_penalty": args.energy_penalty}),
         contrast_penalty=args.contrast_penalty,
+        keep_confidence=args.keep_confidence,
         amortised=args.amortised,
         **({} if args.mask_power is None else {"mask_power": args.mask_power}),
         **({} if args.mask_ratio is None else {"mask_ratio": args.mask_ratio}),
@@ -539,6 +549,7 @@ def _check_amortised(args, interp) -> None:
             ("--refine-steps", args.refine_steps is not None),
             ("--energy-penalty", args.energy_penalty is not None),
             ("--contrast-penalty", args.contrast_penalty is not None),
+            ("--keep-confidence", args.keep_confidence is not None),
             ("--per-clip-gates", args.per_clip_gates),
             ("--threshold", args.threshold != 0),
         )
@@ -712,9 +723,18 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="X",
         help="with refinement, weight of the energy kept from components that other classes the "
-        "classifier hears use more than the explained one (default: 300; 100 where the "
-        "dictionary has a block of patterns per class; 0: off); several: tried in turn, the "
-        "next for the clips whose explanation lost the decision",
+        "classifier hears use more than the explained one (default: 300 then 100; 0: off); "
+        "several: tried in turn, the next for the clips whose explanation lost the decision or "
+        "the classifier's confidence (--keep-confidence)",
+    )
+    p.add_argument(
+        "--keep-confidence",
+        type=_finite_non_negative_float,
+        default=None,
+        metavar="Q",
+        help="with several --contrast-penalty weights, also refine a clip again with the next "
+        "where the classifier gives its explanation less than Q times the clip's probability "
+        "of the class (default: 1; 0: the decision alone)",
     )
     p.add_argument(
         "--mask-power",

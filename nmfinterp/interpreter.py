@@ -1218,7 +1218,7 @@ class InterpreterEstimator(BaseEstimator):
         energy_penalty = ENERGY_PENALTY if energy_penalty is None else energy_penalty
         if not isinstance(energy_penalty, Real) or not energy_penalty >= 0:
             raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
-        contrast_penalty = _contrast_penalty(self, contrast_penalty)
+        contrast_penalty = _contrast_penalty(self, contrast_penalty, none="")
         residual_weight = _residual_weight(
             GATES_RESIDUAL_WEIGHT if residual_weight is None else residual_weight
         )

@@ -252,7 +252,15 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
     assert rows[1].startswith(
         "| contrast_penalty=300>100 | 0.50 [0.40, 0.60] | 0.05 [0.00, 0.10] |"
     )
-    del sweep["default_weights"], sweep["weights"]
+    # with keep_confidence: the title and the command say so
+    sweep.update(keep_confidence=1.0, settings={})
+    text = section("contrast_sweep_keep_confidence")
+    assert "## The contrast term's weight, weights in turn with keep_confidence=1" in text
+    assert (
+        "contrast_sweep.py --keep-confidence 1 --out "
+        "benchmarks/results/contrast_sweep_keep_confidence.json --weights 100 300>100`"
+    ) in text
+    del sweep["default_weights"], sweep["weights"], sweep["keep_confidence"]
     # on a subset of the classes: the title and the command name them
     sweep.update(settings={}, categories=["dog", "rain", "rooster"])
     text = section("contrast_sweep_classes_3")

@@ -149,8 +149,22 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
     ex = explain(joblib.load(fitted), x[None], refine_steps=5, contrast_penalty=(1e5, 0.0))
     wav, _ = sf.read(next(out2.iterdir()), dtype="float32")
     np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+    # ... and the confidence the explanation must keep not to be refined again
+    out3 = tmp_path / "o3"
+    command = ["explain", str(fitted), str(clip), "-o", str(out3), "--refine-steps", "5"]
+    given = ["--contrast-penalty", "1e5", "0", "--keep-confidence", "2"]
+    assert main([*command, *given]) == 0
+    ex = explain(
+        joblib.load(fitted),
+        x[None],
+        refine_steps=5,
+        contrast_penalty=(1e5, 0.0),
+        keep_confidence=2.0,
+    )
+    wav, _ = sf.read(next(out3.iterdir()), dtype="float32")
+    np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
     capsys.readouterr()
-    for option in ("--energy-penalty", "--contrast-penalty"):
+    for option in ("--energy-penalty", "--contrast-penalty", "--keep-confidence"):
         assert main(["explain", str(fitted), str(clip), "-o", str(out), option, "-1"]) == 2
         assert option in capsys.readouterr().err
     assert main(["explain", str(fitted), str(clip), "-o", str(out), "--mask-power", "0.5"]) == 2
@@ -280,6 +294,8 @@ def test_factory_from_a_python_file(corpus, tmp_path, monkeypatch):
         (["explain", "MODEL", "CLIPS", "-o", "x", "--amortised"], "has none; fit the model with 'nmfinterp fit ... --gate-epochs 30'"),
         (["explain", "MODEL", "CLIPS", "-o", "x", "--amortised", "--refine-steps", "5", "--threshold", "0.1"],
          "drop --refine-steps, --threshold (--top-k still applies)"),
+        (["explain", "MODEL", "CLIPS", "-o", "x", "--keep-confidence", "1", "--contrast-penalty", "9"],
+         "--keep-confidence decides which clips are refined again with the next of several"),
         (["report", "MODEL", "CLIPS", "--amortised", "--per-clip-gates", "--energy-penalty", "0",
           "--contrast-penalty", "1"], "drop --energy-penalty, --contrast-penalty, --per-clip-gates"),
         (["fit", "CLIPS", "--classifier", "a:b", "-o", "m.joblib", "--gate-epochs", "3", "--multilabel"],
@@ -321,8 +337,9 @@ def test_help_states_explain_s_defaults():
     from nmfinterp.cli import build_parser
     from nmfinterp.explain import (
         CONTRAST_PENALTY,
-        CONTRAST_PENALTY_PER_CLASS,
+        CONTRAST_PENALTY_MILD,
         ENERGY_PENALTY,
+        KEEP_CONFIDENCE,
         MASK_POWER,
         MASK_RATIO,
         REFINE_STEPS,
@@ -334,9 +351,10 @@ def test_help_states_explain_s_defaults():
     assert f"(default: {REFINE_STEPS} for" in helps["--refine-steps"]
     assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
     assert (
-        f"(default: {CONTRAST_PENALTY:g}; {CONTRAST_PENALTY_PER_CLASS:g} where the dictionary has a block of patterns per class;"
+        f"(default: {CONTRAST_PENALTY:g} then {CONTRAST_PENALTY_MILD:g}; 0: off);"
         in helps["--contrast-penalty"]
     )
+    assert f"(default: {KEEP_CONFIDENCE:g}; 0: the decision alone)" in helps["--keep-confidence"]
     assert f"(default: {MASK_POWER:g}, the ratio itself;" in helps["--mask-power"]
     assert f"(default: {RESIDUAL_WEIGHT:g};" in helps["--residual-weight"]
     assert f"(default: {MASK_RATIO})" in helps["--mask-ratio"]

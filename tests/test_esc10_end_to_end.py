@@ -86,30 +86,36 @@ def test_refinement_makes_real_explanations_more_faithful(esc10):
         fid_in = (lp_in.argmax(1) == c).mean()
         return -lp_in[rows, c] - ce_out + pipe[-1].mask_penalty * masks, fid_in
 
-    def refinement_objective(ex, s):
-        """explain's refinement objective with the settings ``s`` of the refined explanation."""
+    def refinement_objective(ex, s, weights):
+        """explain's refinement objective with the settings ``s`` of the refined explanation and
+        each clip's contrast weight ``weights`` (the one it kept of those tried in turn)."""
         it = pipe[-1]
         H = torch.as_tensor(np.stack(ex.activations))
-        obj = _Faithfulness(
-            it,
-            torch.as_tensor(x),
-            torch.as_tensor(ex.classes),
-            s["mask_domain"],
-            s["energy_penalty"],
-            s["contrast_penalty"],
-            H,
-            torch.as_tensor(ex.classifier_scores),
-            s["residual_weight"],
-            s["mask_ratio"],
-        )
         W = torch.as_tensor(it.dictionary_.dictionary_, dtype=torch.float32)
         G = torch.as_tensor(np.stack(ex.gates), dtype=torch.float32)
-        with torch.no_grad():
-            return obj(soft_mask(W, H, G, s["mask_power"], s["mask_ratio"])).numpy()
+        out = np.empty(len(x))
+        for weight in np.unique(weights):
+            obj = _Faithfulness(
+                it,
+                torch.as_tensor(x),
+                torch.as_tensor(ex.classes),
+                s["mask_domain"],
+                s["energy_penalty"],
+                float(weight),
+                H,
+                torch.as_tensor(ex.classifier_scores),
+                s["residual_weight"],
+                s["mask_ratio"],
+            )
+            with torch.no_grad():
+                value = obj(soft_mask(W, H, G, s["mask_power"], s["mask_ratio"])).numpy()
+            out[weights == weight] = value[weights == weight]
+        return out
 
     plain_ex, refined_ex = explain(pipe, x, refine_steps=0), explain(pipe, x)
-    s = refined_ex.settings
-    before, after = refinement_objective(plain_ex, s), refinement_objective(refined_ex, s)
+    s, weights = refined_ex.settings, refined_ex.contrast_penalties
+    before = refinement_objective(plain_ex, s, weights)
+    after = refinement_objective(refined_ex, s, weights)
     assert np.all(after <= before + 1e-3), (before, after)
     assert after.mean() < before.mean() - 0.1, (before.mean(), after.mean())
     plain, fid_plain = faithfulness(plain_ex)

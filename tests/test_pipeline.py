@@ -25,7 +25,7 @@ from nmfinterp.classifiers import LogMelCNN, predict_logits, train_classifier
 from nmfinterp.datasets import make_synthetic_sounds
 from nmfinterp.explain import (
     CONTRAST_PENALTY,
-    CONTRAST_PENALTY_PER_CLASS,
+    CONTRAST_PENALTY_MILD,
     default_contrast_penalty,
     refine_selection,
     soft_mask,
@@ -211,7 +211,7 @@ def _faithfulness_objective(clf, interp, x, ex, energy_penalty=None, contrast_pe
     power = (S.abs() ** 2).numpy()[..., pad : S.shape[-1] - pad]
     share = (masks * power).sum(axis=(1, 2)) / power.sum(axis=(1, 2))
     if contrast_penalty is None:
-        contrast_penalty = ex.settings["contrast_penalty"]
+        contrast_penalty = _penalties(ex)["contrast_penalty"]
     usage = interp.class_usage_ / np.maximum(interp.class_usage_.max(axis=0), 1e-8)  # in [0, 1]
     p = torch.softmax(torch.as_tensor(ex.classifier_scores), -1).numpy()
     p[rows, ex.classes] = 0
@@ -229,7 +229,14 @@ def _faithfulness_objective(clf, interp, x, ex, energy_penalty=None, contrast_pe
     )
 
 
-PENALTIES = ("energy_penalty", "contrast_penalty")
+def _penalties(ex) -> dict:
+    """The penalties the refinement of ``ex`` used: its energy weight and each clip's contrast
+    weight (the one it kept where several were tried in turn)."""
+    weights = ex.contrast_penalties
+    return {
+        "energy_penalty": ex.settings["energy_penalty"],
+        "contrast_penalty": ex.settings["contrast_penalty"] if weights is None else weights,
+    }
 
 
 def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
@@ -240,9 +247,7 @@ def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
     assert refined.settings["refine_steps"] == 10 and plain.settings["refine_steps"] == 0
     np.testing.assert_array_equal(refined.classes, plain.classes)
     # judged by the objective the refinement lowers (with the refined call's energy penalty)
-    before = _faithfulness_objective(
-        clf, fitted[-1], x, plain, **{k: refined.settings[k] for k in PENALTIES}
-    )
+    before = _faithfulness_objective(clf, fitted[-1], x, plain, **_penalties(refined))
     after = _faithfulness_objective(clf, fitted[-1], x, refined)
     assert np.all(after <= before + 1e-3), (before, after)
     # where the interpreter's selection leaves room (here: a threshold that keeps nothing, so the
@@ -254,9 +259,7 @@ def test_refinement_never_makes_an_explanation_less_faithful(setup, fitted):
         fitted, x, refine_steps=10, threshold=1.5, energy_penalty=0.0, contrast_penalty=0.0
     )
     assert sum(len(s) > 0 for s in found.selected) >= 3, found.selected
-    start = _faithfulness_objective(
-        clf, fitted[-1], x, empty, **{k: found.settings[k] for k in PENALTIES}
-    )
+    start = _faithfulness_objective(clf, fitted[-1], x, empty, **_penalties(found))
     better = _faithfulness_objective(clf, fitted[-1], x, found)
     assert np.all(better <= start + 1e-3) and better.mean() < start.mean() - 0.1, (start, better)
     # the refined explanation is still a sum of the interpreter's components, and still audio
@@ -315,8 +318,8 @@ def test_contrast_penalty_keeps_less_of_what_rival_classes_use(setup, fitted):
     off = explain(fitted, x, refine_steps=10, contrast_penalty=0.0)
     on = explain(fitted, x, refine_steps=10, contrast_penalty=1000.0)
     assert off.settings["contrast_penalty"] == 0 and on.settings["contrast_penalty"] == 1000
-    # the default is CONTRAST_PENALTY, as the interpreter has class_usage_
-    assert explain(fitted, x[:1]).settings["contrast_penalty"] == CONTRAST_PENALTY > 0
+    # the default starts at CONTRAST_PENALTY, as the interpreter has class_usage_
+    assert explain(fitted, x[:1]).settings["contrast_penalty"][0] == CONTRAST_PENALTY > 0
 
     def rival_share(ex):  # the objective's contrast term alone, per clip
         kw = {"energy_penalty": 0.0}
@@ -328,35 +331,43 @@ def test_contrast_penalty_keeps_less_of_what_rival_classes_use(setup, fitted):
     assert np.all(rival_share(on) >= 0)
 
 
-def test_the_default_contrast_weight_follows_the_dictionary(setup, fitted):
-    """CONTRAST_PENALTY for one dictionary (what K=8 patterns for 4 classes learns by default),
-    CONTRAST_PENALTY_PER_CLASS where it has a block per class, 0 without class usage."""
+def test_the_default_contrast_weights_are_tried_in_turn_with_either_dictionary(setup, fitted):
+    """CONTRAST_PENALTY then CONTRAST_PENALTY_MILD, tried in turn at KEEP_CONFIDENCE, with one
+    dictionary (what K=8 patterns for 4 classes learns by default) or a block per class; 0
+    without class usage."""
     interp = fitted[-1]
     assert interp.dictionary_.per_class_ is False
-    assert default_contrast_penalty(interp) == CONTRAST_PENALTY
+    in_turn = (CONTRAST_PENALTY, CONTRAST_PENALTY_MILD)
+    assert default_contrast_penalty(interp) == in_turn and CONTRAST_PENALTY_MILD < CONTRAST_PENALTY
     blocks = copy.copy(interp)
     blocks.dictionary_ = copy.copy(interp.dictionary_)
     blocks.dictionary_.class_of_component_ = np.repeat(np.arange(4), 2)
-    assert default_contrast_penalty(blocks) == CONTRAST_PENALTY_PER_CLASS != CONTRAST_PENALTY
+    assert default_contrast_penalty(blocks) == in_turn
     pipe = copy.copy(fitted)
     pipe.steps = [*fitted.steps[:-1], (fitted.steps[-1][0], blocks)]
     x = setup[2].waveforms[:1]
-    assert explain(pipe, x).settings["contrast_penalty"] == CONTRAST_PENALTY_PER_CLASS
-    assert explain(pipe, x, contrast_penalty=7.0).settings["contrast_penalty"] == 7.0
+    for model in (fitted, pipe):
+        settings = explain(model, x).settings
+        assert settings["contrast_penalty"] == in_turn and settings["keep_confidence"] == 1.0
+    # one weight, or no refinement: nothing to keep
+    settings = explain(pipe, x, contrast_penalty=7.0).settings
+    assert settings["contrast_penalty"] == 7.0 and settings["keep_confidence"] is None
     assert explain(pipe, x, contrast_penalty=[7.0]).settings["contrast_penalty"] == 7.0
+    assert explain(pipe, x, refine_steps=0).settings["keep_confidence"] is None
     no_usage = copy.copy(interp)
     no_usage.class_usage_ = None
     assert default_contrast_penalty(no_usage) == 0.0
 
 
 def test_a_clip_whose_explanation_loses_the_decision_is_refined_with_the_next_weight(setup, fitted):
-    """contrast_penalty=(strong, mild): each clip keeps the strong weight's explanation where the
-    classifier still decides it as the explained class, and gets the mild weight's elsewhere."""
+    """contrast_penalty=(strong, mild), keep_confidence=0: each clip keeps the strong weight's
+    explanation where the classifier still decides it as the explained class, and gets the mild
+    weight's elsewhere."""
     clf, _, test, _, _ = setup
     x = test.waveforms[:12]
     strong, mild = 1e5, 0.0
     alone = {w: explain(fitted, x, refine_steps=5, contrast_penalty=w) for w in (strong, mild)}
-    both = explain(fitted, x, refine_steps=5, contrast_penalty=(strong, mild))
+    both = explain(fitted, x, refine_steps=5, contrast_penalty=(strong, mild), keep_confidence=0)
     assert both.settings["contrast_penalty"] == (strong, mild)
     decided = predict_logits(clf, np.asarray(alone[strong].waveforms)).argmax(1)
     kept = decided == both.classes
@@ -392,12 +403,12 @@ def test_keep_confidence_also_refines_again_where_the_explanation_is_less_sure(s
         np.testing.assert_array_equal(both.contrast_penalties, np.where(kept, strong, mild))
     # the test needs clips the decision alone keeps and the confidence sends on
     assert 0 < kept.sum() < decided.sum(), (kept, decided)
-    assert (
-        explain(fitted, x[:1], refine_steps=5, contrast_penalty=(strong, mild)).settings[
-            "keep_confidence"
-        ]
-        is None
-    )
+    # by default KEEP_CONFIDENCE (1); 0 the decision alone
+    for q, expected in ((None, 1.0), (0, 0.0)):
+        ex = explain(
+            fitted, x[:1], refine_steps=5, contrast_penalty=(strong, mild), keep_confidence=q
+        )
+        assert ex.settings["keep_confidence"] == expected
 
 
 @pytest.mark.parametrize(
@@ -405,7 +416,10 @@ def test_keep_confidence_also_refines_again_where_the_explanation_is_less_sure(s
     [
         ({"keep_confidence": -0.5}, r"keep_confidence=-0.5; expected a finite number >= 0"),
         ({"keep_confidence": "1"}, r"keep_confidence='1'; expected a finite number >= 0"),
-        ({"keep_confidence": 1.0}, r"contrast weights tried in turn; pass contrast_penalty="),
+        (
+            {"keep_confidence": 1.0, "contrast_penalty": 100},
+            r"contrast weights tried in turn; pass contrast_penalty=",
+        ),
         (
             {"keep_confidence": 1.0, "contrast_penalty": (300, 100), "refine_steps": 0},
             r"with refinement \(refine_steps > 0\)",
