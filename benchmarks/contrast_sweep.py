@@ -72,6 +72,7 @@ from nmfinterp.dictionary import PER_CLASS_CHOICES  # noqa: E402
 from nmfinterp.explain import (  # noqa: E402
     CONTRAST_PENALTY,
     ENERGY_PENALTY,
+    KEEP_CONFIDENCE,
     MASK_POWER,
     MASK_RATIO,
     MASK_RATIOS,
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
         default=None,
         help="explain's keep_confidence for weights tried in turn (A>B): a clip is also refined "
         "again where the classifier gives its class less than this times its probability on "
-        "the clip (default: the decision alone)",
+        "the clip; 0: the decision alone (default: explain's, KEEP_CONFIDENCE)",
     )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
@@ -243,7 +244,9 @@ def main(argv=None) -> int:
         "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param} | fixed,
         "weights": args.weights,
         # weights in turn: a clip is also refined again below this share of its confidence
-        "keep_confidence": args.keep_confidence,
+        "keep_confidence": KEEP_CONFIDENCE
+        if in_turn and args.keep_confidence is None
+        else args.keep_confidence,
         "results": results,
         "commit": commit,
         "torch_threads": torch.get_num_threads(),

@@ -474,8 +474,8 @@ def _classifier_scores(interpreter, waveforms: np.ndarray) -> torch.Tensor:
 
 def _lost(interpreter, explained, scores, cls, keep_confidence) -> torch.Tensor:
     """Which explanations (the classifier's outputs on them, ``explained``) no longer hold the
-    decision: the classifier does not decide them as ``cls``, or (``keep_confidence`` not None)
-    gives ``cls`` less than ``keep_confidence`` times its probability on the clips (``scores``)."""
+    decision: the classifier does not decide them as ``cls``, or (``keep_confidence`` > 0) gives
+    ``cls`` less than ``keep_confidence`` times its probability on the clips (``scores``)."""
     lost = explained.argmax(-1) != cls
     if keep_confidence:  # 0 (and None) ask for the decision alone
         rows = torch.arange(len(cls))
@@ -702,7 +702,8 @@ def explain_clips(
                     keep = select_components(r, top_k, threshold)[:, :, None].expand_as(H)
                 M = soft_mask(W, H, keep.float(), mask_power, mask_ratio)
                 wave = spec.apply_mask(x, M, mask_domain)
-                # the next weight, for the clips whose explanation lost the decision
+                # the next weight, for the clips whose explanation lost the decision (or the
+                # classifier's confidence)
                 for weight in contrast_penalties[1:] if refine_steps else ():
                     explained = _classifier_scores(interpreter, wave[rows.numpy()])
                     rows = rows[
