@@ -435,7 +435,8 @@ class Explanations:
     contrast_penalties : ndarray (n_clips,) or None
         With the refinement, the contrast weight each clip's explanation was refined with (the
         first of ``contrast_penalty``'s weights whose explanation the classifier still decides as
-        the explained class, or the last one); ``None`` without the refinement.
+        the explained class, with ``keep_confidence`` of its confidence, or the last one);
+        ``None`` without the refinement.
     """
 
     waveforms: np.ndarray | list
