@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         "n_components": FULL["n_components"],
         "param": args.param,
         "default_weight": default,
-        # explain's own default contrast weight for each pipeline (it follows the dictionary)
+        # explain's own default contrast weights for each pipeline (A>B: tried in turn)
         "default_weights": {
             d: _key(default_contrast_penalty(pipes[d][-1]))
             for d in dictionaries

@@ -157,11 +157,15 @@ SWEEPS = {
 }
 
 
+def _in_turn(values) -> str:
+    """A value, or weights tried in turn written ``A>B``, each number as short as it goes."""
+    return ">".join(f"{float(v):g}" for v in values)
+
+
 def _sweep_row(param: str, key: str) -> str:
     """A sweep's row label from its key: the value, then the ratio where it ran several."""
     value, _, ratio = key.partition(", ")
-    value = ">".join(f"{float(v):g}" for v in value.split(">"))  # weights tried in turn: A>B
-    return f"{param}={value}" + (f", {ratio}" if ratio else "")
+    return f"{param}={_in_turn(value.split('>'))}" + (f", {ratio}" if ratio else "")
 
 
 def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]:
@@ -227,8 +231,7 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
     )
     if sweep.get("weights"):  # the values it ran, which --weights may have chosen
         command += " --weights " + " ".join(
-            ">".join(f"{float(v):g}" for v in (w if isinstance(w, list) else [w]))
-            for w in sweep["weights"]
+            _in_turn(w if isinstance(w, list) else [w]) for w in sweep["weights"]
         )
     default = f"{sweep['default_weight']:g}"
     if sweep.get("default_weights"):  # explain's own, per pipeline (weights tried in turn: A>B)

@@ -499,15 +499,14 @@ def _cmd_fit(args) -> int:
 
 def _explain_inputs(args):
     model, meta = _load_model(args.model)  # first: a wrong path fails before torch is imported
-    from .explain import _interpreter_of, default_contrast_penalty
+    from .explain import _contrast_penalties, _interpreter_of
     from .explain import explain as explain_fn
 
     interp = _interpreter_of(model)
     if args.amortised:
         _check_amortised(args, interp)
     elif args.keep_confidence is not None and (
-        args.refine_steps == 0
-        or len(args.contrast_penalty or np.atleast_1d(default_contrast_penalty(interp))) < 2
+        args.refine_steps == 0 or len(_contrast_penalties(interp, args.contrast_penalty)) < 2
     ):
         raise CLIError(
             "--keep-confidence decides which clips are refined again with the next of several "

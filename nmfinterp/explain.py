@@ -837,9 +837,10 @@ def explain(
         (:func:`contrast_weights`, from the interpreter's ``class_usage_``): on a mixture these
         mostly carry the other source. ``None``: ``(CONTRAST_PENALTY, CONTRAST_PENALTY_MILD)``,
         (300, 100) tried in turn (:func:`default_contrast_penalty`), 0 when the interpreter has no
-        ``class_usage_``; ``0`` turns the term off. Several weights are tried in turn: the clips whose explanation does not keep the classifier's decision and
-        confidence (``keep_confidence``) are refined again with the next weight (the last one is
-        kept in any case; ``contrast_penalties`` of the result says which each clip got), so a
+        ``class_usage_``; ``0`` turns the term off. Several weights are tried in turn: the clips
+        whose explanation does not keep the classifier's decision and confidence
+        (``keep_confidence``) are refined again with the next weight (the last one is kept in any
+        case; ``contrast_penalties`` of the result says which each clip got), so a
         strong weight separates where the classifier stays as sure and a milder one keeps the
         decision elsewhere, for one more classifier pass per batch and a refinement per clip
         refined again (on ESC-10, (300, 100) kept as much of the deciding source of mixtures as
