@@ -322,6 +322,66 @@ def gates_lines(study: dict) -> list[str]:
     return lines
 
 
+def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
+    """How far explain's settings take the equal-level share, from benchmarks/share_ceiling.py's
+    JSON (``name``: its file's stem)."""
+    command = "python benchmarks/share_ceiling.py"
+    title = "How far explain's settings take the deciding source's share"
+    train_folds, test_fold = study["train_folds"], study["test_fold"]
+    if list(train_folds) != [1, 2, 3] or test_fold != 4:
+        title += f", trained on folds {list(train_folds)}, tested on fold {test_fold}"
+        command += f" --train-folds {' '.join(map(str, train_folds))} --test-fold {test_fold}"
+    if name != "share_ceiling":
+        command += f" --out benchmarks/results/{name}.json"
+    where, auc = study["default_shortfall"], study["separability"]
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
+        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
+        f"fidelity {study['fidelity_top1']:.3f}): the test fold's {study['n_mixtures']} "
+        "equal-level mixtures that the classifier decides as one source's class, explained with "
+        "each setting of the refinement (the others at explain's defaults). 'kept' is the share of "
+        "the clips whose explanation the classifier still decides as the class with at least its "
+        "probability on the mixture (explain's `keep_confidence=1` check).",
+        "",
+        "| setting | energy share | gap (dB) | kept | mask mean | s/clip |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setting, r in study["results"].items():
+        lines.append(
+            f"| {setting} | {cell(r['energy_share'])} | {cell(r['si_sdr_gap'], '.1f')} | "
+            f"{cell(r['decision_and_confidence_kept'])} | {cell(r['mask_mean'])} | "
+            f"{r['seconds_per_clip']:.2f} |"
+        )
+    for pick, r in study["per_clip_pick"].items():
+        lines.append(f"| per clip, {pick} (reads the sources) | {cell(r)} | – | – | – | – |")
+    lines += [
+        "",
+        f"The default's shortfall, Σ (1 − share): the lowest tenth of the clips "
+        f"({where['lowest_tenth_clips']}, mean share {where['lowest_tenth_mean_share']:.2f}) hold "
+        f"{where['lowest_tenth_share_of_shortfall']:.0%} of it. Their explanations keep "
+        f"{where['lowest_tenth_deciding_energy_kept']:.3f} of the deciding source's energy and "
+        f"{where['lowest_tenth_other_energy_kept']:.3f} of the other's; the other clips' keep "
+        f"{where['rest_deciding_energy_kept']:.3f} and {where['rest_other_energy_kept']:.3f}.",
+        "",
+        f"Of the (component, frame) cells the default keeps ({auc['cells_kept']}), those the true "
+        f"sources give to the other source carry {auc['other_source_weight_share']:.0%} of their "
+        "weight (activation times the pattern's sum). How well scores that need no sources find "
+        "them (area under the ROC curve, weighted; 0.5 is chance):",
+        "",
+        "| score | AUC |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {score} | {value:.2f} |"
+        for score, value in auc.items()
+        if score not in ("cells_kept", "other_source_weight_share")
+    ]
+    return lines
+
+
 def device_lines(dev: dict) -> list[str]:
     """The ``device`` parameter on an accelerator against the same machine's CPU, from
     benchmarks/device.py's JSON."""
@@ -553,6 +613,7 @@ def render(
     splits: list[tuple[dict, str, dict | None]] = (),
     device: dict | None = None,
     dictionaries: list[tuple[dict, str]] = (),
+    share_ceilings: list[tuple[dict, str]] = (),
 ) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
@@ -819,6 +880,8 @@ def render(
         lines += sweep_lines(sweep, res["conditions"], name)
     if gates_study is not None and not s["quick"]:
         lines += gates_lines(gates_study)
+    for study, name in share_ceilings if not s["quick"] else ():
+        lines += share_ceiling_lines(study, name)
     if device is not None and not s["quick"]:
         lines += device_lines(device)
     return "\n".join(lines)
@@ -915,6 +978,11 @@ def main(argv=None):
             splits,
             _saved("device"),
             dictionaries,
+            # share_ceiling.py's runs: the default split, then the others (--out ..._test_foldN)
+            [
+                (json.loads(p.read_text()), p.stem)
+                for p in sorted((ROOT / "benchmarks" / "results").glob("share_ceiling*.json"))
+            ],
         )
     )
     print(f"wrote {dst}")

@@ -143,6 +143,76 @@ def test_the_gates_study_section_has_one_row_per_set_of_gates(make_table):
     assert "(a)-(c) are other ways of training the gate network" in text
 
 
+def test_the_share_ceiling_section_has_one_row_per_setting_and_names_its_split(make_table):
+    def ci(mean):
+        return {"mean": mean, "ci95": [mean - 0.1, mean + 0.1], "n": 65}
+
+    study = {
+        "commit": "abc1234",
+        "classifier_accuracy": 0.9125,
+        "fidelity_top1": 0.95,
+        "n_mixtures": 65,
+        "train_folds": [1, 2, 3],
+        "test_fold": 4,
+        "results": {
+            name: {
+                "energy_share": ci(share),
+                "si_sdr_gap": ci(21.32),
+                "decision_and_confidence_kept": ci(kept),
+                "mask_mean": ci(0.37),
+                "seconds_per_clip": 0.5,
+            }
+            for name, share, kept in (
+                ("default (300 then 100)", 0.881, 1.0),
+                ("contrast_penalty=1000", 0.898, 0.57),
+            )
+        },
+        "per_clip_pick": {"best of every setting": ci(0.92)},
+        "default_shortfall": {
+            "lowest_tenth_clips": 6,
+            "lowest_tenth_share_of_shortfall": 0.4,
+            "lowest_tenth_mean_share": 0.55,
+            "lowest_tenth_deciding_energy_kept": 0.012,
+            "lowest_tenth_other_energy_kept": 0.02,
+            "rest_deciding_energy_kept": 0.2,
+            "rest_other_energy_kept": 0.03,
+        },
+        "separability": {
+            "cells_kept": 1000,
+            "other_source_weight_share": 0.095,
+            "contrast weight a_k": 0.593,
+        },
+    }
+    lines = make_table.share_ceiling_lines(study)
+    text = "\n".join(lines)
+    rows = [row for row in lines if row.startswith("| ") and " | " in row[2:]][1:]
+    assert [row.split(" | ")[:2] for row in rows[:3]] == [
+        ["| default (300 then 100)", "0.88 [0.78, 0.98]"],
+        ["| contrast_penalty=1000", "0.90 [0.80, 1.00]"],
+        ["| per clip, best of every setting (reads the sources)", "0.92 [0.82, 1.02]"],
+    ]
+    assert rows[1].split(" | ")[2:] == [
+        "21.3 [21.2, 21.4]",
+        "0.57 [0.47, 0.67]",
+        "0.37 [0.27, 0.47]",
+        "0.50 |",
+    ]
+    assert rows[-1] == "| contrast weight a_k | 0.59 |"
+    assert "hold 40% of it" in text and "carry 10% of their weight" in text
+    assert "(`python benchmarks/share_ceiling.py`, commit `abc1234`;" in text
+    assert "## How far explain's settings take the deciding source's share\n" in text + "\n"
+    other = "\n".join(
+        make_table.share_ceiling_lines(
+            {**study, "train_folds": [1, 2, 4], "test_fold": 3}, "share_ceiling_test_fold3"
+        )
+    )
+    assert ", trained on folds [1, 2, 4], tested on fold 3" in other
+    assert (
+        "`python benchmarks/share_ceiling.py --train-folds 1 2 4 --test-fold 3 --out "
+        "benchmarks/results/share_ceiling_test_fold3.json`" in other
+    )
+
+
 def test_the_gate_networks_fit_times_name_their_channels(make_table, full_run):
     res = copy.deepcopy(full_run)
     interp = res["interpreters"]["nmfinterp"]
