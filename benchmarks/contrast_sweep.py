@@ -9,6 +9,8 @@
     python benchmarks/contrast_sweep.py --mask-ratio log --out F.json  # ... with the log-ratio mask
     python benchmarks/contrast_sweep.py --mask-ratio linear log --out F.json  # each value with both
     python benchmarks/contrast_sweep.py --dictionary plain per_class --out F.json  # both dictionaries
+    python benchmarks/contrast_sweep.py --param refine_steps --weights 10 20 --refine-lr 0.5 1 \
+        --out F.json  # each number of steps at each of the refinement's learning rates
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 ``--param contrast_penalty`` (the default): ``explain(..., contrast_penalty=w)`` adds to the
@@ -26,7 +28,9 @@ value of another param; with several, every value is run with each, on the same 
 class (``per_class``, ``NMFDictionary(per_class=True)``); with both, each is fitted on the same
 classifier and every value runs on each.
 ``--param residual_weight``: the weight of the objective's residual term (how
-much what the explanation leaves out must lose the decision).
+much what the explanation leaves out must lose the decision). ``--refine-lr``: the refinement's
+Adam learning rate (``explain``'s ``refine_lr``) for every value; with several, each value with
+each, on the same pipeline.
 
 This trains the benchmark's classifier and the default pipeline once (``nmfinterp/benchmark.py``'s
 full settings), then explains fold 4's clean clips, 0.8/0.2 mixtures and equal-level mixtures with
@@ -157,12 +161,25 @@ def main(argv=None) -> int:
         "again where the classifier gives its class less than this times its probability on "
         "the clip; 0: the decision alone (default: explain's, KEEP_CONFIDENCE)",
     )
+    p.add_argument(
+        "--refine-lr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="explain's refine_lr for every value of --param; several: each value with each, on "
+        "the same pipeline (default: explain's, REFINE_LR)",
+    )
     p.add_argument("--out", default=None, help="the JSON (default: benchmarks/results/<name>.json)")
     args = p.parse_args(argv)
     default, values, name = PARAMS[args.param]
     fixed = {} if args.param == "mask_power" else {"mask_power": args.mask_power}
     ratios = list(dict.fromkeys(args.mask_ratio))
     fixed["mask_ratio"] = ratios[0] if len(ratios) == 1 else ratios
+    lrs = list(dict.fromkeys(args.refine_lr or [None]))
+    if not all(lr is None or lr > 0 for lr in lrs):
+        raise SystemExit(f"--refine-lr {args.refine_lr}: expected positive learning rates.")
+    if args.refine_lr:  # recorded only where given: the sweeps before it ran explain's default
+        fixed["refine_lr"] = lrs[0] if len(lrs) == 1 else lrs
     args.weights = values if args.weights is None else args.weights
     in_turn = [w for w in args.weights if isinstance(w, tuple)]
     if in_turn and args.param != "contrast_penalty":
@@ -204,9 +221,11 @@ def main(argv=None) -> int:
     for cname in CONDITIONS:
         cond = conditions[cname]
         x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
-        for d, ratio, w in itertools.product(dictionaries, ratios, args.weights):
+        for d, ratio, lr, w in itertools.product(dictionaries, ratios, lrs, args.weights):
             t = time.perf_counter()
             settings = fixed | {"mask_ratio": ratio, args.param: w}
+            if lr is not None:
+                settings["refine_lr"] = lr
             if isinstance(w, tuple) and args.keep_confidence is not None:
                 settings["keep_confidence"] = args.keep_confidence
             ex = explain(pipes[d], x, classes=classes, **settings)
@@ -219,6 +238,7 @@ def main(argv=None) -> int:
             # the value alone where one ratio and one dictionary ran (as every sweep saved
             # before several existed), else what tells the rows apart
             key = _key(w) + (f", mask_ratio={ratio}" if len(ratios) > 1 else "")
+            key += f", refine_lr={lr:g}" if len(lrs) > 1 else ""
             key += f", dictionary={d}" if len(dictionaries) > 1 else ""
             results[cname][key] = r
             _log(

@@ -185,6 +185,13 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
     elif ratio is not None:
         title += f", {ratio}-ratio mask"
         command += f" --mask-ratio {ratio}"
+    lr = sweep.get("settings", {}).get("refine_lr")  # saved where --refine-lr was given
+    if isinstance(lr, list):  # every value at each learning rate, on the same pipeline
+        title += ", refine_lr " + " and ".join(f"{v:g}" for v in lr)
+        command += " --refine-lr " + " ".join(f"{v:g}" for v in lr)
+    elif lr is not None:
+        title += f", refine_lr={lr:g}"
+        command += f" --refine-lr {lr:g}"
     dictionary = sweep.get("dictionary", "plain")  # saved before it existed: plain
     if isinstance(dictionary, list):  # every value on each dictionary's pipeline, one classifier
         title += ", " + " and ".join(d.replace("_", "-") for d in dictionary) + " dictionaries"
@@ -224,7 +231,7 @@ def sweep_lines(sweep: dict, titles: dict, name: str | None = None) -> list[str]
         ("refined_again", ".2f"),
     ]
     others = "".join(
-        f"; {k}={' and '.join(v) if isinstance(v, list) else v}"
+        f"; {k}={' and '.join(map(str, v)) if isinstance(v, list) else v}"
         if isinstance(v, str | list)
         else f"; {k}={v:g}"
         for k, v in sweep.get("settings", {}).items()
