@@ -126,7 +126,7 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
     out = tmp_path / "o"
     args = ["--refine-steps", "5", "--energy-penalty", "0", "--contrast-penalty", "3"]
     args += ["--per-clip-gates", "--mask-power", "2", "--residual-weight", "0.5"]
-    args += ["--mask-ratio", "log"]
+    args += ["--mask-ratio", "log", "--refine-lr", "1"]
     assert main(["explain", str(fitted), str(clip), "-o", str(out), *args]) == 0
     x, _ = sf.read(clip, dtype="float32")
     ex = explain(
@@ -139,6 +139,7 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         mask_power=2.0,
         residual_weight=0.5,
         mask_ratio="log",
+        refine_lr=1.0,
     )
     wav, _ = sf.read(next(out.iterdir()), dtype="float32")
     np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
@@ -175,6 +176,10 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         command = ["explain", str(fitted), str(clip), "-o", str(out), "--residual-weight", bad]
         assert main(command) == 2
         assert "--residual-weight: " in capsys.readouterr().err
+    for bad, why in (("0", "0.0 is not positive"), ("inf", "inf is not a finite positive")):
+        command = ["explain", str(fitted), str(clip), "-o", str(out), "--refine-lr", bad]
+        assert main(command) == 2
+        assert f"--refine-lr: {why}" in capsys.readouterr().err
 
 
 def test_gate_epochs_then_amortised_explain_equals_the_library(corpus, tmp_path, capsys):
@@ -342,6 +347,7 @@ def test_help_states_explain_s_defaults():
         KEEP_CONFIDENCE,
         MASK_POWER,
         MASK_RATIO,
+        REFINE_LR,
         REFINE_STEPS,
         RESIDUAL_WEIGHT,
     )
@@ -349,6 +355,7 @@ def test_help_states_explain_s_defaults():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     helps = {f: a.help for a in sub.choices["explain"]._actions for f in a.option_strings}
     assert f"(default: {REFINE_STEPS} for" in helps["--refine-steps"]
+    assert f"(default: {REFINE_LR:g};" in helps["--refine-lr"]
     assert f"(default: {ENERGY_PENALTY:g};" in helps["--energy-penalty"]
     assert (
         f"(default: {CONTRAST_PENALTY:g} then {CONTRAST_PENALTY_MILD:g}; 0: off);"

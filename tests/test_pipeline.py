@@ -561,6 +561,40 @@ def test_residual_weight_scales_the_residual_s_term(setup, fitted):
     )
 
 
+def test_refine_lr_is_the_refinement_s_adam_rate(setup, fitted, monkeypatch):
+    """explain hands refine_lr to the refinement's Adam (REFINE_LR by default), records it, and a
+    different rate refines to different gates."""
+    import importlib
+
+    from nmfinterp.explain import REFINE_LR
+
+    module = importlib.import_module("nmfinterp.explain")
+    seen, original = [], module.refine_selection
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["lr"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "refine_selection", spy)
+    xs = setup[2].waveforms[:8]
+    rates = {
+        lr: explain(fitted, xs, refine_steps=5, contrast_penalty=0, refine_lr=lr)
+        for lr in (0.1, 2.0)
+    }
+    default = explain(fitted, xs, refine_steps=5, contrast_penalty=0)
+    assert seen == [0.1, 2.0, REFINE_LR]
+    assert [ex.settings["refine_lr"] for ex in (*rates.values(), default)] == [0.1, 2.0, REFINE_LR]
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(rates[0.1].gates, rates[2.0].gates, strict=True)
+    )
+
+
+@pytest.mark.parametrize("lr", [0, -0.5, float("nan"), float("inf"), "1", True, None])
+def test_bad_refine_lr_is_named(setup, fitted, lr):
+    with pytest.raises(ValueError, match=r"refine_lr=.*expected a positive finite number"):
+        explain(fitted, setup[2].waveforms[:1], refine_lr=lr)
+
+
 @pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf"), "1", True])
 def test_bad_residual_weight_is_named(setup, fitted, weight):
     with pytest.raises(ValueError, match=r"residual_weight=.*expected a finite number >= 0"):
