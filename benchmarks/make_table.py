@@ -370,8 +370,8 @@ def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
         f"({where['lowest_tenth_clips']}, mean share {where['lowest_tenth_mean_share']:.2f}) hold "
         f"{where['lowest_tenth_share_of_shortfall']:.0%} of it. Their explanations keep "
         f"{where['lowest_tenth_deciding_energy_kept']:.3f} of the deciding source's energy and "
-        f"{where['lowest_tenth_other_energy_kept']:.3f} of the other's; the other clips' keep "
-        f"{where['rest_deciding_energy_kept']:.3f} and {where['rest_other_energy_kept']:.3f}.",
+        f"{where['lowest_tenth_other_energy_kept']:.3f} of the other's; those of the other clips "
+        f"keep {where['rest_deciding_energy_kept']:.3f} and {where['rest_other_energy_kept']:.3f}.",
         "",
         f"Of the (component, frame) cells the default keeps ({auc['cells_kept']}), those the true "
         f"sources give to the other source carry {auc['other_source_weight_share']:.0%} of their "

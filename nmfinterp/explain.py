@@ -542,7 +542,7 @@ def explain_clips(
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
     refine_steps: int | None = None,
-    refine_lr: float = REFINE_LR,
+    refine_lr: float | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float | Sequence[float] | None = None,
@@ -588,6 +588,11 @@ def explain_clips(
                 f"refine_steps={refine_steps!r} with amortised=True: the gate network replaces the "
                 "refinement; leave refine_steps=None."
             )
+        if refine_lr is not None:
+            raise ValueError(
+                f"refine_lr={refine_lr!r} with amortised=True: the gate network replaces the "
+                "refinement; leave refine_lr=None."
+            )
         if threshold != 0:
             raise ValueError(
                 f"threshold={threshold!r} with amortised=True: the gate network was trained from "
@@ -598,6 +603,7 @@ def explain_clips(
         refine_steps = 0 if interpreter.multilabel else REFINE_STEPS
     if not isinstance(refine_steps, int | np.integer) or refine_steps < 0:
         raise ValueError(f"refine_steps={refine_steps!r}; expected a non-negative integer or None.")
+    refine_lr = REFINE_LR if refine_lr is None else refine_lr
     if (
         isinstance(refine_lr, bool)
         or not isinstance(refine_lr, int | float | np.number)
@@ -605,7 +611,7 @@ def explain_clips(
     ):
         raise ValueError(
             f"refine_lr={refine_lr!r}; expected a positive finite number (the refinement's Adam "
-            f"learning rate, {REFINE_LR} by default)."
+            f"learning rate) or None ({REFINE_LR})."
         )
     if not isinstance(energy_penalty, int | float | np.number) or not energy_penalty >= 0:
         raise ValueError(f"energy_penalty={energy_penalty!r}; expected a non-negative number.")
@@ -793,7 +799,7 @@ def explain(
     mask_domain: str = "linear",
     relevance_mode: str = "centered",
     refine_steps: int | None = None,
-    refine_lr: float = REFINE_LR,
+    refine_lr: float | None = None,
     per_frame: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float | Sequence[float] | None = None,
@@ -840,11 +846,12 @@ def explain(
         multi-label ones; ``0``: the interpreter's selection alone (L2I's procedure, ~40x faster;
         docs/benchmarks.md measures both). Each step costs a forward and backward pass of the
         classifier on twice the batch.
-    refine_lr : float, default=0.5
-        The refinement's Adam learning rate on the gates' logits (``REFINE_LR``). A larger one
-        moves the gates further per step: on ESC-10, ``refine_steps=10, refine_lr=1.0`` explained
-        about as faithfully as the default in about half its time, with a little more of an
-        interfering source kept (docs/method.md, "The refinement's learning rate").
+    refine_lr : float or None, default=None
+        The refinement's Adam learning rate on the gates' logits; ``None``: ``REFINE_LR`` (0.5).
+        A larger one moves the gates further per step: on ESC-10, ``refine_steps=10,
+        refine_lr=1.0`` explained about as faithfully as the default in about half its time, with
+        a little more of an interfering source kept (docs/method.md, "The refinement's learning
+        rate").
     per_frame : bool, default=True
         With refinement, keep or drop each component frame by frame (True: the component can be
         kept where it carries the decision and dropped elsewhere) or for the whole clip (False).

@@ -148,6 +148,7 @@ def test_amortised_without_a_gate_network_says_how_to_train_it():
     [
         ({"amortised": "yes"}, "amortised"),
         ({"amortised": True, "refine_steps": 5}, "refine_steps"),
+        ({"amortised": True, "refine_lr": 1.0}, "refine_lr=1.0 with amortised=True"),
         ({"amortised": True, "threshold": 0.2}, "threshold"),
     ],
 )
