@@ -67,6 +67,22 @@ def test_a_cost_run_keeps_the_full_runs_figures_beside_its_own(make_table, full_
     assert measured.startswith("1.70") and "full run: 1.20" in measured
     assert verdict == "**no** in the cost run, yes in the full run"
     assert rows["fit recomputed / cached"] == ["3.50; full run: 3.25", "yes"]
+    assert "same, `refine_steps=10, refine_lr=1`" not in rows  # neither run timed it
+    # a cost run that also timed the faster refinement (the full run before it did not)
+    ev = cost["cost"]["explain_vs_forward_stft_istft"]
+    ev.update(
+        fast_settings={"refine_steps": 10, "refine_lr": 1.0},
+        explain_fast_seconds=4.0,
+        ratio_fast=80.0,
+    )
+    ev["turn_ratios"]["fast"] = {"median": 81.0, "min": 79.0, "max": 83.0}
+    full["cost"]["explain_vs_forward_stft_istft"].pop("ratio_fast", None)
+    text = make_table.render(make_table.merge([full, cost]), "x")
+    assert _cost_rows(text)["same, `refine_steps=10, refine_lr=1`"] == [
+        "80.00 (turn by turn: median 81.00, 79.00–83.00)",
+        "**no**",
+    ]
+    assert "4.00 s, **80.00x**, with `refine_steps=10, refine_lr=1`; " in text
     # a run that also timed the fit with projected hidden layers has a row of its own (and a
     # full run that did not, as those before it, none beside it)
     full["cost"].pop("fit_cached_vs_recomputed_feature_components", None)
