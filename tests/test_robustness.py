@@ -39,6 +39,25 @@ def test_nan_and_inf_are_refused_naming_the_clips(fitted, setup):
     assert np.isnan(X[1, 10]) and np.isinf(X[2, 0])  # the user's data is left as it was
 
 
+@pytest.mark.parametrize("kw", [{}, {"refine_steps": 0}])
+def test_explain_reads_the_clips_without_touching_them(fitted, setup, kw):
+    # float32 clips of one length go through as views of the caller's array: explain must
+    # neither write to it nor hand back arrays that share its memory
+    X = np.ascontiguousarray(setup[3][:5], dtype=np.float32)
+    assert len(X) >= 3  # more than one batch of 2
+    before = X.copy()
+    ex = explain(fitted, X, batch_size=2, **kw)
+    np.testing.assert_array_equal(X, before)
+    for out in (ex.waveforms, ex.residuals):
+        assert out.shape == X.shape and out.dtype == np.float32
+        assert not np.shares_memory(out, X)
+    np.testing.assert_allclose(ex.waveforms + ex.residuals, X, atol=1e-6)
+    # the same explanations, clip by clip, as explaining each clip alone
+    for i in (0, len(X) - 1):
+        alone = explain(fitted, X[i : i + 1], **kw)
+        np.testing.assert_allclose(alone.waveforms[0], ex.waveforms[i], atol=1e-5)
+
+
 def test_silence_gives_a_finite_silent_explanation(fitted):
     ex = explain(fitted, np.zeros((2, 4000), np.float32))
     assert np.all(np.asarray(ex) == 0) and np.isfinite(ex.relevance).all()

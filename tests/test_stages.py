@@ -223,6 +223,26 @@ def test_relevance_selection_and_mask():
     )
 
 
+@pytest.mark.parametrize("ratio", ["linear", "log"])
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_soft_mask_without_gradients_is_the_one_with_them_and_spares_its_inputs(ratio, power):
+    # without autograd the ratio is computed in place: the same values, bit for bit, tiny bins
+    # included, and the caller's W, H and gates left as they were
+    gen = torch.Generator().manual_seed(0)
+    W, H = torch.rand(7, 5, generator=gen) * 2, torch.rand(2, 5, 11, generator=gen)
+    H[:, :, :3] *= 1e-6  # bins the model calls nearly silent
+    g = (torch.rand(2, 5, 11, generator=gen) > 0.5).float()
+    before = [t.clone() for t in (W, H, g)]
+    with torch.no_grad():
+        fast = soft_mask(W, H, g, power, ratio)
+    gates = g.clone().requires_grad_(True)
+    slow = soft_mask(W, H, gates, power, ratio)
+    assert slow.requires_grad and not fast.requires_grad
+    assert torch.equal(fast, slow.detach())
+    for t, b in zip((W, H, g), before, strict=True):
+        assert torch.equal(t, b)
+
+
 def test_the_linear_ratio_mask_divides_the_magnitudes_the_components_model():
     # mask_ratio="linear": expm1(W(g ⊙ H)) / expm1(W H), against float64 numpy
     rng = np.random.default_rng(0)
