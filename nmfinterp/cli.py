@@ -721,8 +721,8 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         type=_finite_positive_float,
         default=None,
         metavar="X",
-        help="with refinement, its Adam learning rate on the gates (default: 0.5; --refine-steps "
-        "10 --refine-lr 1 takes about half the time)",
+        help="with refinement, its Adam learning rate on the gates (default: 1; --refine-steps 10 "
+        "takes about half the time)",
     )
     p.add_argument(
         "--energy-penalty",
