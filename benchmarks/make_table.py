@@ -543,13 +543,25 @@ def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
         + " | oracle within selection: energy share |",
         "|---" * (len(head) + 5) + "|",
     ]
+    first = variants[0][0]["settings"]
+
+    def what_ran(settings: dict) -> str:
+        methods = " ".join(f'"{m}"' for m in settings["methods"])
+        skip = f" --skip {' '.join(settings['skip'])}" if settings["skip"] else ""
+        return f"--methods {methods}{skip}"
+
     for res, name in [(base, "esc10"), *variants]:
         s = res["settings"]
         choice = dictionary_choice(s)
         flags = (f" --n-components {s['n_components']}" if s.get("n_components") else "") + (
             f" --dictionary {choice}" if choice != "auto" else ""
         )
-        command = "the full run" if name == "esc10" else f"`...{flags} --name {name}`"
+        if name == "esc10":
+            command = "the full run"
+        elif what_ran(s) == what_ran(first):
+            command = f"`...{flags} --name {name}`"
+        else:  # other rows or parts than `...`: the whole command
+            command = f"`python benchmarks/esc10.py{flags} {what_ran(s)} --name {name}`"
         rows = res["results"]
         oracle = rows.get("mix_equal", {}).get("oracle gates within nmfinterp's selection", {})
         lines.append(
@@ -562,10 +574,10 @@ def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
             )
             + f" | {cell(oracle.get('energy_share'))} |"
         )
-    first = variants[0][0]["settings"]
-    methods = " ".join(f'"{m}"' for m in first["methods"])
-    skip = f" --skip {' '.join(first['skip'])}" if first["skip"] else ""
-    lines += ["", f"`...` is `python benchmarks/esc10.py --methods {methods}{skip}`."]
+    lines += [
+        "",
+        f"`...` is `python benchmarks/esc10.py {what_ran(first)}`.",
+    ]
     return lines
 
 

@@ -520,6 +520,19 @@ def test_the_dictionary_section_has_one_row_per_run_beside_the_full_run(make_tab
         lines[-1]
         == '`...` is `python benchmarks/esc10.py --methods "nmfinterp" --skip silero cost`.'
     )
+    # a run with other rows than the first: its row gives its whole command, `...` the first's
+    fewer = copy.deepcopy(blocks)
+    fewer["settings"].update(methods=["nmfinterp", "all components"], skip=["cost"])
+    lines = make_table.dictionary_lines(
+        full_run, [(big, "esc10_dictionary_k200"), (fewer, "esc10_dictionary_k200_blocks")]
+    )
+    rows = [r.split(" | ") for r in lines if r.startswith("| K=")]
+    assert rows[1][1].startswith("`... --n-components 200 --dictionary plain --name")
+    assert rows[2][1].startswith(
+        '`python benchmarks/esc10.py --dictionary per_class --methods "nmfinterp" '
+        '"all components" --skip cost --name esc10_dictionary_k200_blocks`'
+    )
+    assert lines[-1].endswith('--methods "nmfinterp" --skip silero cost`.')
 
 
 def test_fidelity_seeds_describes_the_clips_the_interpreter_misses():
