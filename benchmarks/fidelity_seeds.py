@@ -16,9 +16,10 @@ regulariser against that over-fitting) and ``feature_components=32`` (each hidde
 onto its 32 leading principal components before the interpreter reads it: fewer inputs, a cheaper
 fit) and ``temperature=2`` (the fidelity term on the classifier's class distribution softened to
 ``softmax(y / 2)``, as in knowledge distillation), ``pooling="max"`` and ``pooling="mean"`` (Θ's
-pooling over time instead of L2I's gated attention), and one setting of the dictionary rather than
+pooling over time instead of L2I's gated attention), and two settings of the dictionary rather than
 the interpreter: ``per_class=True`` (:class:`~nmfinterp.NMFDictionary` learns K / C patterns from
-the clips of each predicted class). ``--settings`` runs some of them (the defaults always).
+the clips of each predicted class) and ``n_components=200`` (twice the patterns, K=200, the
+interpreter's activations as many). ``--settings`` runs some of them (the defaults always).
 Settings are compared seed by seed (the same seed gives both the same dictionary and the same
 initialisation); the dictionary is fitted once per seed and shared by the interpreter's settings (a
 dictionary setting fits its own), and each fit's seconds are that front end's plus the
@@ -73,6 +74,7 @@ SETTINGS = {
 #: settings of the dictionary (NMFDictionary's parameters), each with the interpreter's defaults
 DICTIONARY_SETTINGS = {
     "per_class=True": {"per_class": True},
+    "n_components=200": {"n_components": 200},
 }
 
 
@@ -159,10 +161,11 @@ def main(argv=None) -> int:
         _log(f"seed {seed} {name}: fidelity {fidelity[name][-1]:.4f} ({seconds[name][-1]:.0f} s)")
 
     def front_end(seed, dictionary_params=None):
+        dictionary_params = dict(dictionary_params or {})
         pipe = build_pipeline(
             clf,
             args.sr,
-            FULL["n_components"],
+            dictionary_params.pop("n_components", FULL["n_components"]),
             random_state=seed,
             dictionary_params=dictionary_params,
         )
