@@ -675,6 +675,7 @@ def render(
     gates = res["interpreters"]["nmfinterp"].get("gates")
     previous = res["interpreters"]["nmfinterp"].get("previous_gates")
     residual_1 = res["interpreters"]["nmfinterp"].get("residual_weight_1_gates")
+    distilled = res["interpreters"]["nmfinterp"].get("distilled_gates")
     if gates:
         channels = f"{gates['hidden']} channels, " if "hidden" in gates else ""
         if "residual_weight" in gates:  # recorded since fit_gates has the parameter
@@ -697,6 +698,16 @@ def render(
                 else ""
             )
             + ".",
+        ]
+    if distilled:
+        stages = [h.get("stage") for h in distilled["history"]]
+        lines += [
+            "",
+            "The distilled gate network (row 'nmfinterp, amortised gates, distilled': "
+            f"{distilled['hidden']} channels, the refinement run once on the training clips and "
+            f"mixtures, {stages.count('distil')} epochs learning its gates, then "
+            f"{stages.count('objective')} of the objective with that imitation kept): "
+            f"{distilled['fit_seconds']:.0f} s more.",
         ]
     if seeds is not None and not s["quick"]:
         lines += seed_lines(seeds)

@@ -23,6 +23,8 @@ from .explain import ENERGY_PENALTY, MASK_RATIO, _Faithfulness, relevance, soft_
 #: how much sharper than a plain sigmoid the gates are at the end of training (annealed
 #: geometrically from 1): training with soft gates and explaining with hard ones otherwise disagree
 SHARPEN = 5.0
+#: Adam's rate while the network learns the refinement's own gates (``distil_epochs``)
+DISTIL_LR = 3e-3
 #: the residual term's weight fit_gates trains with by default: between explain's (0.25) and 1, the
 #: weight before (docs/method.md, "Amortised gates", measures all three)
 GATES_RESIDUAL_WEIGHT = 0.5
@@ -174,6 +176,15 @@ def training_rows(interpreter, X: np.ndarray, mixtures: int, rng, context: bool 
     return waves, H, z, scores, hidden
 
 
+def teacher_gates(interpreter, waves: torch.Tensor, mask_ratio: str) -> torch.Tensor:
+    """``explain``'s default refinement of each row of ``waves`` (the classifier's decision on
+    it): its gates, ``(n, K, T)`` floats of 0 and 1, what :func:`fit_gates` distils."""
+    from .explain import explain_clips
+
+    ex = explain_clips(interpreter, waves.numpy(), mask_ratio=mask_ratio)
+    return torch.as_tensor(np.stack(ex.gates)).float()
+
+
 def fit_gates(
     interpreter,
     X: np.ndarray,
@@ -182,6 +193,8 @@ def fit_gates(
     lr: float,
     hidden: int,
     mixtures: int,
+    distil_epochs: int = 0,
+    distil_weight: float = 0.0,
     read_hidden: bool = True,
     energy_penalty: float = ENERGY_PENALTY,
     contrast_penalty: float = 0.0,
@@ -198,8 +211,14 @@ def fit_gates(
     residual's term weighed by ``residual_weight``, the mask the ``mask_ratio`` one), with
     soft gates sharpened over the epochs (``SHARPEN``); ``mixtures`` rounds of two-clip mixtures of
     ``X`` (see :func:`_mixtures`) are added to the clips; with ``read_hidden`` the network also
-    reads the interpreter's hidden representation (``GateNet``'s ``context_channels``). Returns
-    the network (in eval mode, on the CPU) and the mean loss and seconds of each epoch.
+    reads the interpreter's hidden representation (``GateNet``'s ``context_channels``).
+
+    With ``distil_epochs`` or ``distil_weight``, ``explain``'s default refinement first explains
+    every training row (:func:`teacher_gates`); the network then learns those gates for
+    ``distil_epochs`` epochs (binary cross-entropy on its logits, Adam at ``DISTIL_LR``) before the
+    ``epochs`` of the objective, which start from sharp gates (``SHARPEN``) and keep
+    ``distil_weight`` times that cross-entropy in the loss. Returns the network (in eval mode, on
+    the CPU) and the mean loss, seconds and ``stage`` ("distil" or "objective") of each epoch.
     """
     from .hooks import frozen
 
@@ -213,13 +232,37 @@ def fit_gates(
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         channels = hidden_rep.shape[1] if read_hidden else 0
         net = GateNet(W.shape[1], hidden, context_channels=channels)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
     n = len(waves)
+    history = []
+    distil = bool(distil_epochs or distil_weight)
+    if distil:
+        targets = teacher_gates(interpreter, waves, mask_ratio)
+        bce = nn.BCEWithLogitsLoss()
+        opt = torch.optim.Adam(net.parameters(), lr=DISTIL_LR)
+        steps = distil_epochs * -(-n // batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(steps, 1), eta_min=DISTIL_LR / 100
+        )
+        for _ in tqdm(range(distil_epochs), desc="gates (distil)", disable=verbose <= 0):
+            total, t0 = 0.0, time.perf_counter()
+            for idx in torch.randperm(n, generator=gen).split(batch_size):
+                context = hidden_rep[idx] if read_hidden else None
+                logits = net(H[idx], z[idx], theta, decided[idx], context)
+                loss = bce(logits, targets[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                schedule.step()
+                total += float(loss.detach()) * len(idx)
+            history.append(
+                {"loss": total / n, "seconds": time.perf_counter() - t0, "stage": "distil"}
+            )
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     steps = epochs * -(-n // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
-    history = []
     for epoch in tqdm(range(epochs), desc="gates", disable=verbose <= 0):
-        sharp = SHARPEN ** (epoch / max(epochs - 1, 1))
+        # sharp from the start once the network has learned the refinement's (hard) gates
+        sharp = SHARPEN if distil else SHARPEN ** (epoch / max(epochs - 1, 1))
         total, t0 = 0.0, time.perf_counter()
         for idx in torch.randperm(n, generator=gen).split(batch_size):
             objective = _Faithfulness(
@@ -239,6 +282,8 @@ def fit_gates(
                 logits = net(H[idx], z[idx], theta, decided[idx], context)
                 gates = torch.sigmoid(logits * sharp)
                 loss = objective(soft_mask(W, H[idx], gates, ratio=mask_ratio)).mean()
+                if distil_weight:
+                    loss = loss + distil_weight * bce(logits, targets[idx])
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the gate network's loss became {float(loss.detach())} in epoch "
@@ -249,5 +294,7 @@ def fit_gates(
                 opt.step()
                 schedule.step()
             total += float(loss.detach()) * len(idx)
-        history.append({"loss": total / n, "seconds": time.perf_counter() - t0})
+        history.append(
+            {"loss": total / n, "seconds": time.perf_counter() - t0, "stage": "objective"}
+        )
     return net.eval(), history

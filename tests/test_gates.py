@@ -346,3 +346,52 @@ def test_the_benchmarks_previous_gate_row_has_its_own_network_on_the_same_interp
     assert before[-1].module_ is pipe[-1].module_ and before[-1] is not pipe[-1]
     assert before[-1].gate_module_ is not default_net and pipe[-1].gate_module_ is default_net
     assert fits[row]["hidden"] == 32 and len(fits[row]["history"]) == 1
+
+
+def test_distilled_gates_learn_the_refinements_own_gates(monkeypatch):
+    """With distil_epochs the network first learns, by cross-entropy, the gates explain's default
+    refinement finds on the training rows (teacher_gates), then the objective with distil_weight
+    times that cross-entropy kept."""
+    import nmfinterp.gates as gates_module
+
+    clf, x_train, y_train, _ = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    it = pipe[-1]
+    teacher = gates_module.teacher_gates(it, torch.as_tensor(x_train), "linear").numpy()
+    np.testing.assert_array_equal(teacher, np.stack(explain(pipe, x_train).gates))
+    # on these small clips the refinement hardly moves from the interpreter's selection, so the
+    # network is given other gates to learn: every second component, in every frame
+    target = np.zeros_like(teacher)
+    target[:, ::2] = 1.0
+    seen = []
+
+    def other_teacher(interpreter, waves, mask_ratio):
+        seen.append((len(waves), mask_ratio))
+        return torch.as_tensor(target[: len(waves)])
+
+    monkeypatch.setattr(gates_module, "teacher_gates", other_teacher)
+    start = np.stack(explain(pipe, x_train, refine_steps=0).gates)  # the untrained network's
+    it.fit_gates(
+        x_train, epochs=1, lr=1e-6, hidden=16, mixtures=0, distil_epochs=60, distil_weight=1.0
+    )
+    assert seen == [(len(x_train), "linear")]
+    assert [h["stage"] for h in it.gate_history_] == ["distil"] * 60 + ["objective"]
+    losses = [h["loss"] for h in it.gate_history_[:60]]
+    assert losses[-1] < 0.5 * losses[0], losses
+    learned = np.stack(explain(pipe, x_train, amortised=True).gates)
+    assert (learned == target).mean() > 0.9 > (start == target).mean(), (
+        (learned == target).mean(),
+        (start == target).mean(),
+    )
+
+
+def test_fit_gates_names_a_bad_distillation_setting():
+    clf, x_train, y_train, _ = small_setup()
+    pipe = small_pipe(clf).fit(x_train, y_train)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"distil_epochs={bad!r}; expected an integer"):
+            pipe[-1].fit_gates(x_train, epochs=1, distil_epochs=bad)
+    for bad in (-0.1, float("nan"), "1", True):
+        with pytest.raises(ValueError, match=r"distil_weight=.*; expected a non-negative number"):
+            pipe[-1].fit_gates(x_train, epochs=1, distil_weight=bad)
+    assert not hasattr(pipe[-1], "gate_module_")  # nothing trained, nothing set
