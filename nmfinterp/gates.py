@@ -6,7 +6,8 @@ small convolutional network on training clips (and on random two-clip mixtures o
 the same objective, so that ``explain(..., amortised=True)`` chooses the gates with one pass of
 that network: about the cost of ``refine_steps=0``. The training costs what refining the training
 clips about ``epochs`` times would; docs/benchmarks.md measures both the cost and how faithful the
-amortised gates are next to the refined ones.
+amortised gates are next to the refined ones. With ``distil_epochs`` the network first learns the
+gates the refinement itself finds on the training rows (:func:`teacher_gates`), then the objective.
 """
 
 from __future__ import annotations

@@ -1173,8 +1173,10 @@ class InterpreterEstimator(BaseEstimator):
             what explaining them costs), before the ``epochs`` of the objective. 0 with
             ``distil_weight=0``: the objective alone, as before. On ESC-10 fold 4, 60 epochs of it
             with ``distil_weight=1``, ``hidden=64`` and ``epochs=8`` dropped more of an
-            interfering source than the objective alone (docs/method.md, "Amortised gates":
-            the benchmark's row "nmfinterp, amortised gates, distilled").
+            interfering source than the objective alone, and the classifier was surer of its
+            explanations, but they carried less of the decision (lower FF: on one of two splits
+            under the benchmark's target); docs/method.md, "Amortised gates", and the benchmark's
+            row "nmfinterp, amortised gates, distilled".
         distil_weight : float, default=0.0
             The weight of that imitation (binary cross-entropy of the network's gates against the
             refinement's) kept in the loss during the objective's epochs.
