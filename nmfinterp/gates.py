@@ -177,6 +177,22 @@ def training_rows(interpreter, X: np.ndarray, mixtures: int, rng, context: bool 
     return waves, H, z, scores, hidden
 
 
+def _cosine_adam(net: nn.Module, lr: float, steps: int):
+    """Adam at ``lr`` and its rate's half cosine down to ``lr / 100`` over ``steps`` steps."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(steps, 1), eta_min=lr / 100
+    )
+
+
+def _descend(opt, schedule, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``, then one of the rate's schedule."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    schedule.step()
+
+
 def teacher_gates(interpreter, waves: torch.Tensor, mask_ratio: str) -> torch.Tensor:
     """``explain``'s default refinement of each row of ``waves`` (the classifier's decision on
     it): its gates, ``(n, K, T)`` floats of 0 and 1, what :func:`fit_gates` distils."""
@@ -239,28 +255,19 @@ def fit_gates(
     if distil:
         targets = teacher_gates(interpreter, waves, mask_ratio)
         bce = nn.BCEWithLogitsLoss()
-        opt = torch.optim.Adam(net.parameters(), lr=DISTIL_LR)
-        steps = distil_epochs * -(-n // batch_size)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=max(steps, 1), eta_min=DISTIL_LR / 100
-        )
+        opt, schedule = _cosine_adam(net, DISTIL_LR, distil_epochs * -(-n // batch_size))
         for _ in tqdm(range(distil_epochs), desc="gates (distil)", disable=verbose <= 0):
             total, t0 = 0.0, time.perf_counter()
             for idx in torch.randperm(n, generator=gen).split(batch_size):
                 context = hidden_rep[idx] if read_hidden else None
                 logits = net(H[idx], z[idx], theta, decided[idx], context)
                 loss = bce(logits, targets[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                schedule.step()
+                _descend(opt, schedule, loss)
                 total += float(loss.detach()) * len(idx)
             history.append(
                 {"loss": total / n, "seconds": time.perf_counter() - t0, "stage": "distil"}
             )
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * -(-n // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
+    opt, schedule = _cosine_adam(net, lr, epochs * -(-n // batch_size))
     for epoch in tqdm(range(epochs), desc="gates", disable=verbose <= 0):
         # sharp from the start once the network has learned the refinement's (hard) gates
         sharp = SHARPEN if distil else SHARPEN ** (epoch / max(epochs - 1, 1))
@@ -290,10 +297,7 @@ def fit_gates(
                         f"the gate network's loss became {float(loss.detach())} in epoch "
                         f"{epoch + 1}; lower lr, or check the classifier for NaN/inf outputs."
                     )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                schedule.step()
+                _descend(opt, schedule, loss)
             total += float(loss.detach()) * len(idx)
         history.append(
             {"loss": total / n, "seconds": time.perf_counter() - t0, "stage": "objective"}
