@@ -369,14 +369,20 @@ def score_masks(
 # ---------------------------------------------------------------------------------------------
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     """The data arguments every benchmark command takes: ``--data`` (a folder in the ESC-50
-    layout), ``--train-folds``, ``--test-fold``, ``--sr`` and ``--categories`` (a subset of the
-    folder's classes; for :func:`split_from_args`)."""
+    layout), ``--train-folds``, ``--test-fold``, ``--sr``, ``--duration`` (every clip's length)
+    and ``--categories`` (a subset of the folder's classes; for :func:`split_from_args`)."""
     parser.add_argument(
         "--data", default=str(DEFAULT_DATA / "esc10"), help="folder in the ESC-50 layout"
     )
     parser.add_argument("--train-folds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--test-fold", type=int, default=4)
     parser.add_argument("--sr", type=int, default=16000)
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        help="every clip zero-padded or trimmed to this many seconds (default: 5, ESC-50's)",
+    )
     parser.add_argument(
         "--categories",
         nargs="+",
@@ -386,11 +392,14 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_split(data: str, train_folds, test_fold: int, sr: int, categories=None):
+def load_split(
+    data: str, train_folds, test_fold: int, sr: int, categories=None, duration: float = 5.0
+):
     """A folder in the ESC-50 layout, its training folds and its test fold:
     ``(dataset, train, test)``; a clear error when either part has no clips. ``categories``
-    keeps only those classes (re-indexed, see :func:`~nmfinterp.datasets.load_esc_folder`)."""
-    ds = load_esc_folder(data, sr=sr, categories=categories)
+    keeps only those classes (re-indexed, see :func:`~nmfinterp.datasets.load_esc_folder`);
+    every clip is zero-padded or trimmed to ``duration`` seconds."""
+    ds = load_esc_folder(data, sr=sr, categories=categories, duration=duration)
     train = ds.subset(np.isin(ds.folds, train_folds))
     test = ds.subset(ds.folds == test_fold)
     if len(train) == 0 or len(test) == 0:
@@ -403,16 +412,25 @@ def load_split(data: str, train_folds, test_fold: int, sr: int, categories=None)
 
 def split_from_args(args: argparse.Namespace):
     """:func:`load_split` on the arguments of :func:`add_split_arguments`."""
-    return load_split(args.data, args.train_folds, args.test_fold, args.sr, args.categories)
+    return load_split(
+        args.data,
+        args.train_folds,
+        args.test_fold,
+        args.sr,
+        args.categories,
+        args.duration,
+    )
 
 
 def split_record(args: argparse.Namespace, ds: AudioDataset, train, test) -> dict:
-    """What a saved result records of its data: the folder, the folds, the classes, the sizes."""
+    """What a saved result records of its data: the folder, the folds, the classes, the clips'
+    length, the sizes."""
     return {
         "data": args.data,
         "train_folds": args.train_folds,
         "test_fold": args.test_fold,
         "categories": args.categories,
+        "duration": args.duration,
         "classes": ds.class_names,
         "n_train": len(train),
         "n_test": len(test),

@@ -351,6 +351,7 @@ def test_benchmark_split_arguments_keep_the_categories_asked_for(tmp_path):
         "train_folds": [1],
         "test_fold": 2,
         "categories": ["zebra"],
+        "duration": 5.0,
         "classes": ["zebra"],
         "n_train": 1,
         "n_test": 1,
@@ -361,3 +362,21 @@ def test_benchmark_split_arguments_keep_the_categories_asked_for(tmp_path):
     args.categories = ["zebra", "horse"]
     with pytest.raises(ValueError, match=r"categories \['horse'\] are not in .*'apple', 'zebra'"):
         split_from_args(args)
+
+
+def test_benchmark_split_arguments_fix_every_clip_to_the_duration_asked_for(tmp_path):
+    import argparse
+
+    from nmfinterp.benchmark import add_split_arguments, split_from_args
+
+    root = _write_esc_folder(tmp_path / "esc")
+    parser = argparse.ArgumentParser()
+    add_split_arguments(parser)
+    folds = ["--data", str(root), "--train-folds", "1", "--test-fold", "2", "--sr", "8000"]
+    ds, train, test = split_from_args(parser.parse_args(folds))
+    assert ds.waveforms.shape == (3, 5 * 8000)  # ESC-50's five seconds by default
+    ds, train, test = split_from_args(parser.parse_args(folds + ["--duration", "0.75"]))
+    assert ds.waveforms.shape == (3, 6000) and test.waveforms.shape == (2, 6000)
+    # the 2-second clip is trimmed, the half-second one zero-padded at the end
+    assert np.abs(ds.waveforms[ds.filenames.index("b.wav"), 4000:]).max() == 0.0
+    assert np.abs(ds.waveforms[ds.filenames.index("c.wav"), 5900:]).max() > 0.1
