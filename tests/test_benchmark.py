@@ -239,3 +239,51 @@ def test_the_interpreters_pooling_is_an_argument_of_the_benchmark(monkeypatch, c
     with pytest.raises(SystemExit):
         bench.main(["--pooling", "median"])
     assert "--pooling: invalid choice: 'median'" in capsys.readouterr().err
+
+
+def _fsdd_digits_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fsdd_digits.py"
+    spec = importlib.util.spec_from_file_location("fsdd_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fsdd_digits_writes_an_esc50_layout_that_the_benchmark_loads(tmp_path):
+    import soundfile as sf
+
+    from nmfinterp.benchmark import load_split
+
+    script = _fsdd_digits_script()
+    fsdd = tmp_path / "fsdd"
+    fsdd.mkdir()
+    rng = np.random.default_rng(0)
+    for digit in (3, 7):
+        for speaker in ("ann", "bob"):
+            for take in range(6):
+                wave = 0.1 * rng.standard_normal(int(8000 * (0.3 + 0.1 * take)))
+                sf.write(fsdd / f"{digit}_{speaker}_{take}.wav", wave, 8000)
+    (fsdd / "README.txt").write_text("not a clip")
+    layout = tmp_path / "layout"
+    assert script.write_layout(fsdd, layout, takes=4) == 16  # takes 0-3 of 2 digits x 2 speakers
+    ds, train, test = load_split(str(layout), [1, 2, 3], 4, 8000, duration=1.0)
+    assert ds.class_names == ["seven", "three"] and ds.waveforms.shape == (16, 8000)
+    # take t in fold t % 4 + 1: every speaker and digit in each fold
+    assert sorted(test.filenames) == ["3_ann_3.wav", "3_bob_3.wav", "7_ann_3.wav", "7_bob_3.wav"]
+    assert len(train) == 12
+    # written again with more takes: the same link, a longer meta.csv
+    assert script.write_layout(fsdd, layout, takes=6) == 24
+    assert (layout / "audio").resolve() == fsdd.resolve()
+    with pytest.raises(SystemExit, match="no '{digit}_{speaker}_{take}.wav' file"):
+        script.write_layout(tmp_path / "layout", tmp_path / "other", takes=4)
+
+
+def test_fsdd_digits_names_a_bad_number_of_takes(tmp_path, capsys):
+    script = _fsdd_digits_script()
+    with pytest.raises(SystemExit):
+        script.run(["--takes", "2", "--layout", str(tmp_path / "layout")])
+    assert "--takes 2: expected 4 to 50" in capsys.readouterr().err
+    assert not (tmp_path / "layout").exists()  # nothing written

@@ -306,6 +306,20 @@ def test_a_sweep_section_names_its_defaults_then_and_one_row_per_value(make_tabl
         "(`python benchmarks/contrast_sweep.py --param residual_weight --train-folds 1 3 4 "
         "--test-fold 2 --out benchmarks/results/residual_sweep_test_fold2.json`"
     ) in text
+    # on another folder of clips of another length: the title and the command name both
+    sweep.update(data="/tmp/nmfinterp_fsdd_digits", duration=1.0, train_folds=[1, 2, 3])
+    sweep["test_fold"] = 4
+    text = section("residual_sweep_fsdd_digits")
+    assert "## The residual term's weight, data `nmfinterp_fsdd_digits` (1-s clips)\n" in text
+    assert (
+        "(`python benchmarks/contrast_sweep.py --param residual_weight --data "
+        "/tmp/nmfinterp_fsdd_digits --duration 1 --out benchmarks/results/"
+        "residual_sweep_fsdd_digits.json`"
+    ) in text
+    # ESC-10's folder and five seconds, as saved since they are recorded: nothing added
+    sweep.update(data="../shared/data/esc10", duration=5.0)
+    assert "## The residual term's weight\n" in section("residual_sweep")
+    del sweep["data"], sweep["duration"]
     # every value with each of two mask ratios on one pipeline: both in the title, the command
     # and the rows
     sweep.update(param="contrast_penalty", settings={"mask_ratio": ["linear", "log"]}, test_fold=4)
@@ -416,6 +430,49 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
     assert make_table.l2i_training(split) == 'lr_schedule="constant", weight_decay=0.0'
     text = "\n".join(make_table.split_lines(split, "x"))
     assert '(L2I\'s training, lr_schedule="constant", weight_decay=0.0: 0.900)' in text
+
+
+def test_another_dataset_shows_its_command_targets_and_every_method_that_ran(make_table):
+    entry = {"mean": 0.75, "ci95": [0.72, 0.79]}
+    run = {
+        "settings": {
+            "train_folds": [1, 2, 3],
+            "test_fold": 4,
+            "duration": 1.0,
+            "methods": ["nmfinterp", "all components"],
+            "skip": ["cost"],
+            "quick": False,
+        },
+        "classifier": {"model": "LogMelCNN", "accuracy": 0.958},
+        "interpreters": {"nmfinterp": {"fidelity_top1": 0.942}},
+        "results": {
+            "mix_equal": {"nmfinterp": {"energy_share": entry}},
+            "clean": {"all components": {"FF": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
+        },
+        "n_train": 360,
+        "n_test": 120,
+        "commit": "abc1234",
+        "total_seconds": 1500.0,
+    }
+    lines = make_table.dataset_lines(run, "fsdd_digits")
+    text = "\n".join(lines)
+    assert "## Another dataset: spoken digits (FSDD), clips of 1 s" in text
+    # the script's own --skip and --name are not repeated
+    assert (
+        '`python benchmarks/fsdd_digits.py --methods "nmfinterp" "all components"`, commit '
+        "`abc1234`, 25 min"
+    ) in text
+    assert "trained on folds [1, 2, 3] (360 clips), tested on fold 4 (120 clips)" in text
+    assert "zero-padded to 1 s" in text and "accuracy 0.958" in text and "fidelity 0.942" in text
+    rows = {tuple(r.split(" | ")[:2]): r for r in lines if r.startswith("| ")}
+    assert "| 0.75 [0.72, 0.79] | **no** |" in rows[("| mix_equal", "energy_share")]
+    assert "| 0.942 | **no** |" in rows[("| clean", "top-1 fidelity")]
+    # one row per method, in the run's order; a figure the run has not: –
+    methods = [r for r in lines if r.startswith(("| nmfinterp |", "| all components |"))]
+    assert len(methods) == 2 and methods[0].startswith("| nmfinterp | – | – |")
+    assert methods[1].startswith("| all components | – | 0.50 [0.40, 0.60] | – |")
+    run["settings"]["skip"] = ["silero", "cost"]
+    assert "--skip silero cost --name other`" in "\n".join(make_table.dataset_lines(run, "other"))
 
 
 def test_seed_rows_say_what_the_defaults_were(make_table):
