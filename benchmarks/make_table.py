@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nmfinterp import InterpreterEstimator  # noqa: E402
-from nmfinterp.benchmark import METHODS  # noqa: E402
+from nmfinterp.benchmark import METHODS, explain_defaults  # noqa: E402
 
 # (condition, metric, comparison, target): issue 4's targets for nmfinterp
 TARGETS = [
@@ -460,6 +460,34 @@ def device_lines(dev: dict) -> list[str]:
     return lines
 
 
+def defaults_note(res: dict) -> list[str]:
+    """A line saying which of explain's defaults the run's row "nmfinterp" did not have (none when
+    it had today's; for a run from before they were recorded, today's)."""
+    today = explain_defaults()
+    ran = res.get("explain_defaults")
+
+    def settings(values: dict) -> str:
+        return ", ".join(f"`{k}={v}`" for k, v in values.items())
+
+    if ran is None:
+        return [
+            "",
+            "This run predates the record of `explain`'s defaults in the results; today's are "
+            f"{settings(today)} (docs/method.md names each change and the runs that measured it).",
+        ]
+    changed = {k: v for k, v in today.items() if ran.get(k) != v}
+    if not changed:
+        return []
+    return [
+        "",
+        "The row 'nmfinterp' ran with `explain`'s defaults at its commit; today's differ: "
+        + ", ".join(
+            f"`{k}={v}` (this run: {ran.get(k, 'not recorded')})" for k, v in changed.items()
+        )
+        + " (docs/method.md measures each change).",
+    ]
+
+
 def target_lines(res: dict) -> list[str]:
     """The targets table of nmfinterp's defaults in one run (``–`` where a row was not run)."""
     lines = [
@@ -625,6 +653,7 @@ def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
         + ". Only the rows named in the command ran; the others show –.",
         "",
         *target_lines(res),
+        *defaults_note(res),
     ]
     if seeds is not None:
         lines += seed_lines(seeds, f"fidelity_seeds_test_fold{s['test_fold']}")
@@ -656,6 +685,7 @@ def dataset_lines(res: dict, name: str) -> list[str]:
         f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}.",
         "",
         *target_lines(res),
+        *defaults_note(res),
         "",
         "Every method that ran, on the clean clips and the equal-level mixtures (the JSON has the "
         "other conditions and metrics):",
@@ -834,6 +864,7 @@ def render(
         label = f"same, `feature_components={projected['feature_components']}`"
         section = "fit_cached_vs_recomputed_feature_components"
         lines.append(cost_row(label, section, "speedup", ">=", 3))
+    lines += defaults_note(res)  # after the table and its cost rows
     skipped = [m for m in METHODS if m not in s.get("methods", METHODS)]
     if skipped:
         lines += [

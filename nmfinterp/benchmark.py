@@ -74,7 +74,19 @@ from .classifiers import LogMelCNN, predict_logits, train_classifier
 from .datasets import AudioDataset, load_audio, load_esc_folder, load_fsdd, make_mixture, rms
 from .demo import LAYERS, build_pipeline
 from .dictionary import PER_CLASS_CHOICES
-from .explain import REFINE_STEPS, explain, soft_mask
+from .explain import (
+    CONTRAST_PENALTY,
+    CONTRAST_PENALTY_MILD,
+    ENERGY_PENALTY,
+    KEEP_CONFIDENCE,
+    MASK_POWER,
+    MASK_RATIO,
+    REFINE_LR,
+    REFINE_STEPS,
+    RESIDUAL_WEIGHT,
+    explain,
+    soft_mask,
+)
 from .gates import GATES_RESIDUAL_WEIGHT
 from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
@@ -205,6 +217,21 @@ QUICK_SKIPS = (
 def default_methods(quick: bool) -> list[str]:
     """The methods a run compares when ``--methods`` is not given."""
     return [m for m in METHODS if not (quick and m in QUICK_SKIPS)]
+
+
+def explain_defaults() -> dict:
+    """explain's refinement settings by default (``nmfinterp.explain``'s constants), which every
+    run records: the row "nmfinterp" is explained with them."""
+    return {
+        "refine_steps": REFINE_STEPS,
+        "refine_lr": REFINE_LR,
+        "energy_penalty": ENERGY_PENALTY,
+        "contrast_penalty": [CONTRAST_PENALTY, CONTRAST_PENALTY_MILD],
+        "keep_confidence": KEEP_CONFIDENCE,
+        "residual_weight": RESIDUAL_WEIGHT,
+        "mask_power": MASK_POWER,
+        "mask_ratio": MASK_RATIO,
+    }
 
 
 def _log(*parts):
@@ -554,7 +581,7 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
     if method == "nmfinterp, energy_penalty=0":
         ex = explain(pipes["nmfinterp"], x, classes=classes, energy_penalty=0.0)
         return np.stack(ex.masks), "linear"
-    if method == "nmfinterp, residual_weight=1":  # the default before 0.25
+    if method == "nmfinterp, residual_weight=1":  # the default first (0.25 before 0.5)
         ex = explain(pipes["nmfinterp"], x, classes=classes, residual_weight=1.0)
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, per-clip gates, energy_penalty=0":  # the default before all three
@@ -1277,6 +1304,7 @@ def main(argv=None) -> int:
             for key in fits
         },
         "commit": commit,
+        "explain_defaults": explain_defaults(),
         "machine": {
             "cpu_threads": torch.get_num_threads(),
             "python": platform.python_version(),

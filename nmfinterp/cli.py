@@ -772,7 +772,7 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
         type=_finite_non_negative_float,
         default=None,
         metavar="W",
-        help="with refinement, weight of asking the residual to lose the decision (default: 0.25; "
+        help="with refinement, weight of asking the residual to lose the decision (default: 0.5; "
         "0: the residual is not asked)",
     )
     p.add_argument(

@@ -26,8 +26,8 @@ from .explain import ENERGY_PENALTY, MASK_RATIO, _Faithfulness, relevance, soft_
 SHARPEN = 5.0
 #: Adam's rate while the network learns the refinement's own gates (``distil_epochs``)
 DISTIL_LR = 3e-3
-#: the residual term's weight fit_gates trains with by default: between explain's (0.25) and 1, the
-#: weight before (docs/method.md, "Amortised gates", measures all three)
+#: the residual term's weight fit_gates trains with by default: explain's own (0.5; docs/method.md,
+#: "Amortised gates", measures it against 0.25 and 1, the weight before)
 GATES_RESIDUAL_WEIGHT = 0.5
 
 

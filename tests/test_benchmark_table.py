@@ -622,3 +622,18 @@ def test_fidelity_seeds_describes_the_clips_the_interpreter_misses():
     none = module.missed_clips(probs[:, :1], np.zeros(1, dtype=int), margins[:1])
     assert none["ensemble_fidelity"] == 1.0 and none["n_missed"] == 0
     assert np.isnan(none["missed_margin_median"])
+
+
+def test_a_run_says_which_of_explains_defaults_it_did_not_have(make_table):
+    from nmfinterp.benchmark import explain_defaults
+
+    today = explain_defaults()
+    assert make_table.defaults_note({"explain_defaults": dict(today)}) == []
+    older = {**today, "residual_weight": 0.25}
+    (_, line) = make_table.defaults_note({"explain_defaults": older})
+    assert f"today's differ: `residual_weight={today['residual_weight']}` (this run: 0.25)" in line
+    assert "contrast_penalty" not in line  # only what changed
+    # a run from before they were recorded: today's, every one
+    (_, line) = make_table.defaults_note({})
+    assert "predates the record of `explain`'s defaults" in line
+    assert all(f"`{k}=" in line for k in today)
