@@ -260,8 +260,15 @@ def main(argv=None) -> int:
             for d in dictionaries
             if args.param == "contrast_penalty"
         },
-        # explain's other settings in this run: their defaults at this commit
-        "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param} | fixed,
+        # explain's other settings in this run: their defaults at this commit (the contrast
+        # weights as explain tries them in turn by default, e.g. "300.0>100.0")
+        "settings": {k: v[0] for k, v in PARAMS.items() if k != args.param}
+        | (
+            {"contrast_penalty": _key(default_contrast_penalty(pipes[dictionaries[0]][-1]))}
+            if args.param != "contrast_penalty"
+            else {}
+        )
+        | fixed,
         "weights": args.weights,
         # weights in turn: a clip is also refined again below this share of its confidence
         "keep_confidence": KEEP_CONFIDENCE
