@@ -394,6 +394,19 @@ def score_masks(
 # ---------------------------------------------------------------------------------------------
 # the ESC benchmark
 # ---------------------------------------------------------------------------------------------
+def _seconds(text: str) -> float:
+    """``--duration``'s value: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a positive number of seconds (e.g. 5 for ESC-50's clips)"
+        )
+    return value
+
+
 def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     """The data arguments every benchmark command takes: ``--data`` (a folder in the ESC-50
     layout), ``--train-folds``, ``--test-fold``, ``--sr``, ``--duration`` (every clip's length)
@@ -406,7 +419,7 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sr", type=int, default=16000)
     parser.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=5.0,
         help="every clip zero-padded or trimmed to this many seconds (default: 5, ESC-50's)",
     )

@@ -364,7 +364,7 @@ def test_benchmark_split_arguments_keep_the_categories_asked_for(tmp_path):
         split_from_args(args)
 
 
-def test_benchmark_split_arguments_fix_every_clip_to_the_duration_asked_for(tmp_path):
+def test_benchmark_split_arguments_fix_every_clip_to_the_duration_asked_for(tmp_path, capsys):
     import argparse
 
     from nmfinterp.benchmark import add_split_arguments, split_from_args
@@ -380,3 +380,8 @@ def test_benchmark_split_arguments_fix_every_clip_to_the_duration_asked_for(tmp_
     # the 2-second clip is trimmed, the half-second one zero-padded at the end
     assert np.abs(ds.waveforms[ds.filenames.index("b.wav"), 4000:]).max() == 0.0
     assert np.abs(ds.waveforms[ds.filenames.index("c.wav"), 5900:]).max() > 0.1
+    # a length that is not one is named before any clip is read
+    for bad in ("0", "-1", "inf", "five"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(folds + ["--duration", bad])
+        assert f"'{bad}': expected a positive number of seconds" in capsys.readouterr().err
