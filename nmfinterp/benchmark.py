@@ -25,7 +25,7 @@
    for all classes, and four ablations of it; L2I with its official selection on L2I's
    dictionary; nmfinterp trained with ``faithfulness=1``; random components; all components;
    captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
-   explainer; and, on mixtures, an oracle that gates nmfinterp's own components with the true
+   explainer; supervised NMF separation with a block of magnitude patterns per class; and, on mixtures, an oracle that gates nmfinterp's own components with the true
    sources (an upper bound for a choice of gates, not an explainer) and the same oracle within
    nmfinterp's own selection (what nmfinterp kept, less what it kept of the other source). Per
    method and condition: FF, AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95%
@@ -64,6 +64,7 @@ import torch
 
 from .baselines import (
     BlackBoxNMFExplainer,
+    ClassNMFSeparation,
     LMACExplainer,
     SpectrogramAttribution,
     all_masks,
@@ -134,6 +135,7 @@ METHODS = [
     "occlusion",
     "L-MAC-style decoder",
     "black-box NMF",
+    "class-block NMF separation",
 ]
 
 #: the gate network's channels before ``fit_gates``' default became 32; its own row measures it
@@ -572,7 +574,9 @@ def oracle_gate_masks(
     return soft_mask(W, H, keep, power, ratio).numpy()
 
 
-def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources):
+def _method_masks(
+    method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources, separation=None
+):
     """Masks of one method for clips ``x`` and the domain they apply in."""
     if method == "nmfinterp":
         return np.stack(ex.masks), "linear"
@@ -635,6 +639,8 @@ def _method_masks(method, x, classes, ex, pipes, spec, lmac, blackbox, attributi
         return lmac.masks(x, classes), "linear"
     if method == "black-box NMF":
         return blackbox.masks(x, classes), "linear"
+    if method == "class-block NMF separation":
+        return separation.masks(x, classes), "linear"
     return attributions[method].masks(x, classes), "linear"
 
 
@@ -671,6 +677,14 @@ def run_methods(
     blackbox = BlackBoxNMFExplainer(
         clf, spec, nmf_pipe[1], n_samples=cfg["blackbox_samples"], random_state=0
     )
+    separation = None
+    if "class-block NMF separation" in methods:  # as many patterns a class as nmfinterp's blocks
+        t = time.perf_counter()
+        y_train = predict_logits(clf, train.waveforms)
+        per_class = max(1, cfg["n_components"] // y_train.shape[1])
+        separation = ClassNMFSeparation(spec, n_components=per_class, random_state=0)
+        separation.fit(train.waveforms, y_train)
+        _log(f"class-block NMF separation learned in {time.perf_counter() - t:.0f} s")
     results: dict = {}
     for cname, cond in conditions.items():
         x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
@@ -685,7 +699,17 @@ def run_methods(
                 continue  # no second source to tell apart
             t = time.perf_counter()
             masks, domain = _method_masks(
-                method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, (deciding, other)
+                method,
+                x,
+                classes,
+                ex,
+                pipes,
+                spec,
+                lmac,
+                blackbox,
+                attributions,
+                (deciding, other),
+                separation,
             )
             seconds = time.perf_counter() - t + (t_ex if method == "nmfinterp" else 0.0)
             r = score_masks(probs, spec, x, masks, classes, deciding, other, domain)

@@ -8,6 +8,7 @@ from torch import nn
 from nmfinterp import SpectrogramTransformer
 from nmfinterp.baselines import (
     BlackBoxNMFExplainer,
+    ClassNMFSeparation,
     LMACExplainer,
     SpectrogramAttribution,
     all_masks,
@@ -135,3 +136,45 @@ def test_lmac_decoder_trains_and_masks(setup):
     assert masks.shape == spec.stft(X).shape and masks.min() >= 0 and masks.max() <= 1
     with pytest.raises(RuntimeError, match="not fitted"):
         LMACExplainer(clf, ["feat"], spec).masks(X)
+
+
+@pytest.fixture(scope="module")
+def separation(setup):
+    spec, _, clf = setup
+    # pure clips of each class: low tones (class 1) and high tones (class 0), the classifier's labels
+    X = np.stack([_tone(12, seed=i) for i in range(3)] + [_tone(90, seed=i) for i in range(3, 6)])
+    y = clf(torch.as_tensor(X)).detach().numpy()
+    assert np.array_equal(y.argmax(1), [1, 1, 1, 0, 0, 0])
+    return ClassNMFSeparation(spec, n_components=2, max_iter=100).fit(X, y), y
+
+
+def test_class_nmf_separation_keeps_the_explained_class_source(setup, separation):
+    spec, _, _ = setup
+    sep, _ = separation
+    low, high = _tone(12, seed=7), _tone(90, seed=8)
+    masks = sep.masks(np.stack([low + high, low + high]), classes=[1, 0])
+    assert masks.shape == (2, *spec.stft(low[None]).shape[1:])
+    assert masks.min() >= 0 and masks.max() <= 1
+    # the mask of each class, applied to each source alone: its own source's energy dominates
+    for mask, mine, theirs in ((masks[0], low, high), (masks[1], high, low)):
+        e_mine = np.sum(apply_masks(spec, mine[None], mask[None])[0] ** 2)
+        e_theirs = np.sum(apply_masks(spec, theirs[None], mask[None])[0] ** 2)
+        assert e_mine / (e_mine + e_theirs) > 0.95
+
+
+def test_class_nmf_separation_checks_its_inputs(setup, separation):
+    spec, _, _ = setup
+    sep, y = separation
+    x = _tone(12)[None]
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        ClassNMFSeparation(spec).masks(x, 0)
+    with pytest.raises(ValueError, match=r"y has shape \(6,\); expected the classifier's outputs"):
+        ClassNMFSeparation(spec).fit(np.repeat(x, 6, 0), y.argmax(1))
+    with pytest.raises(ValueError, match=r"classes \[2\] out of range; expected 0..1"):
+        sep.masks(x, 2)
+    # a class the classifier never predicts on the training clips has no block: an empty mask
+    y3 = np.concatenate([y, np.full((len(y), 1), -1e3)], axis=1)
+    X = np.stack([_tone(12, seed=i) for i in range(3)] + [_tone(90, seed=i) for i in range(3, 6)])
+    three = ClassNMFSeparation(spec, n_components=2, max_iter=50).fit(X, y3)
+    assert three.classes_.tolist() == [True, True, False]
+    assert np.all(three.masks(x, 2) == 0) and three.masks(x, 1).max() > 0.5
