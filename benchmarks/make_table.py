@@ -667,8 +667,7 @@ def dataset_lines(res: dict, name: str) -> list[str]:
     methods = " ".join(f'"{m}"' for m in s["methods"])
     skip = f" --skip {' '.join(s['skip'])}" if s["skip"] != ["cost"] else ""
     name_flag = f" --name {name}" if name != "fsdd_digits" else ""
-    head = [f"{cond} {HEAD.get(metric, metric)}" for cond, metric, _ in DICTIONARY_COLS]
-    lines = [
+    return [
         "",
         f"## Another dataset: spoken digits (FSDD), clips of {s['duration']:g} s",
         "",
@@ -687,6 +686,15 @@ def dataset_lines(res: dict, name: str) -> list[str]:
         *target_lines(res),
         *defaults_note(res),
         "",
+        *method_lines(res),
+    ]
+
+
+def method_lines(res: dict) -> list[str]:
+    """Every method of a run, with its key figures on the clean clips and the equal-level
+    mixtures."""
+    head = [f"{cond} {HEAD.get(metric, metric)}" for cond, metric, _ in DICTIONARY_COLS]
+    lines = [
         "Every method that ran, on the clean clips and the equal-level mixtures (the JSON has the "
         "other conditions and metrics):",
         "",
@@ -694,7 +702,7 @@ def dataset_lines(res: dict, name: str) -> list[str]:
         "|---" * (len(head) + 1) + "|",
     ]
     rows = res["results"]
-    for method in s["methods"]:
+    for method in res["settings"]["methods"]:
         lines.append(
             f"| {method} | "
             + " | ".join(
@@ -704,6 +712,30 @@ def dataset_lines(res: dict, name: str) -> list[str]:
             + " |"
         )
     return lines
+
+
+def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
+    """Rows measured in a run of their own (``esc10.py --methods ... --name esc10_rows_...``), on
+    the full run's split: ``base``."""
+    s, clf = res["settings"], res["classifier"]
+    methods = " ".join(f'"{m}"' for m in s["methods"])
+    skip = f" --skip {' '.join(s['skip'])}" if s["skip"] else ""
+    new = [m for m in s["methods"] if m not in base["settings"].get("methods", METHODS)]
+    return [
+        "",
+        f"## Rows measured in a run of their own: {', '.join(new) or name}",
+        "",
+        f"From `benchmarks/results/{name}.json` (`python benchmarks/esc10.py --methods {methods}"
+        f"{skip} --name {name}`, commit `{res['commit']}`, {res['total_seconds'] / 60:.0f} min), "
+        f"trained on folds {s['train_folds']}, tested on fold {s['test_fold']}: the classifier "
+        f"({clf['model']}) scores fold-{s['test_fold']} accuracy {clf['accuracy']:.3f} (the full "
+        f"run's: {base['classifier']['accuracy']:.3f}; it is retrained in every run with the same "
+        "seed, so the same accuracy says it is the same classifier), the defaults' interpreter "
+        f"top-1 fidelity {res['interpreters']['nmfinterp']['fidelity_top1']:.3f}. The rows the "
+        "full run has too are here as a check that they repeat it.",
+        "",
+        *method_lines(res),
+    ]
 
 
 def render(
@@ -717,6 +749,7 @@ def render(
     dictionaries: list[tuple[dict, str]] = (),
     share_ceilings: list[tuple[dict, str]] = (),
     datasets: list[tuple[dict, str]] = (),
+    own_rows: list[tuple[dict, str]] = (),
 ) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
@@ -872,13 +905,20 @@ def render(
             "Not run in this run (left out with `--methods`, or by `--quick`, to fit the time): "
             + ", ".join(skipped)
             + ". Where they ran before, their figures are in the git history of "
-            "`benchmarks/results/`; docs/method.md quotes the runs that measured each since.",
+            "`benchmarks/results/`; docs/method.md quotes the runs that measured each since."
+            + (
+                " Rows measured in a run of their own on this split have their section below."
+                if own_rows and not s["quick"]
+                else ""
+            ),
         ]
     if not s["quick"]:
         for split, name, split_seeds in splits:
             lines += split_lines(split, name, split_seeds)
         for other, name in datasets:
             lines += dataset_lines(other, name)
+        for other, name in own_rows:
+            lines += own_rows_lines(other, name, res)
     for cond, title in res["conditions"].items():
         rows = res["results"].get(cond)
         if not rows:
@@ -1112,6 +1152,11 @@ def main(argv=None):
             [
                 (json.loads(p.read_text()), p.stem)
                 for p in sorted((ROOT / "benchmarks" / "results").glob("fsdd_digits*.json"))
+            ],
+            # rows measured in a run of their own: esc10.py --methods ... --name esc10_rows_...
+            [
+                (json.loads(p.read_text()), p.stem)
+                for p in sorted((ROOT / "benchmarks" / "results").glob("esc10_rows_*.json"))
             ],
         )
     )

@@ -475,6 +475,39 @@ def test_another_dataset_shows_its_command_targets_and_every_method_that_ran(mak
     assert "--skip silero cost --name other`" in "\n".join(make_table.dataset_lines(run, "other"))
 
 
+def test_rows_run_on_their_own_show_their_command_and_every_method(make_table):
+    run = {
+        "settings": {
+            "train_folds": [1, 2, 3],
+            "test_fold": 4,
+            "methods": ["nmfinterp", "class-block NMF separation"],
+            "skip": ["silero", "cost"],
+            "quick": False,
+        },
+        "classifier": {"model": "LogMelCNN", "accuracy": 0.912},
+        "interpreters": {"nmfinterp": {"fidelity_top1": 0.95}},
+        "results": {
+            "mix_equal": {
+                "class-block NMF separation": {"energy_share": {"mean": 0.76, "ci95": [0.7, 0.8]}}
+            }
+        },
+        "commit": "abc1234",
+        "total_seconds": 480.0,
+    }
+    base = {"settings": {"methods": ["nmfinterp"]}, "classifier": {"accuracy": 0.925}}
+    lines = make_table.own_rows_lines(run, "esc10_rows_x", base)
+    text = "\n".join(lines)
+    # titled by the rows the full run lacks; the command that wrote it; both classifiers
+    assert "## Rows measured in a run of their own: class-block NMF separation\n" in text
+    assert (
+        '`python benchmarks/esc10.py --methods "nmfinterp" "class-block NMF separation" --skip '
+        "silero cost --name esc10_rows_x`, commit `abc1234`, 8 min)"
+    ) in text
+    assert "accuracy 0.912 (the full run's: 0.925;" in text and "fidelity 0.950" in text
+    rows = [r for r in lines if r.startswith(("| nmfinterp |", "| class-block NMF separation |"))]
+    assert len(rows) == 2 and rows[1].endswith("| 0.76 [0.70, 0.80] | – |")
+
+
 def test_seed_rows_say_what_the_defaults_were(make_table):
     row = {
         "mean": 0.9,
