@@ -669,7 +669,8 @@ def dataset_lines(res: dict, name: str) -> list[str]:
     name_flag = f" --name {name}" if name != "fsdd_digits" else ""
     return [
         "",
-        f"## Another dataset: spoken digits (FSDD), clips of {s['duration']:g} s",
+        f"## Another dataset: spoken digits (FSDD), clips of {s['duration']:g} s"
+        + (f", `{name}`" if name != "fsdd_digits" else ""),
         "",
         "The defaults were chosen on ESC-10's environmental sounds; this is the same protocol and "
         "settings on ten classes of speech they were not chosen on. From "

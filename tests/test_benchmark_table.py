@@ -472,7 +472,10 @@ def test_another_dataset_shows_its_command_targets_and_every_method_that_ran(mak
     assert len(methods) == 2 and methods[0].startswith("| nmfinterp | – | – |")
     assert methods[1].startswith("| all components | – | 0.50 [0.40, 0.60] | – |")
     run["settings"]["skip"] = ["silero", "cost"]
-    assert "--skip silero cost --name other`" in "\n".join(make_table.dataset_lines(run, "other"))
+    other = "\n".join(make_table.dataset_lines(run, "other"))
+    assert "--skip silero cost --name other`" in other
+    # a second run on the same dataset says which it is in its title
+    assert "## Another dataset: spoken digits (FSDD), clips of 1 s, `other`\n" in other
 
 
 def test_rows_run_on_their_own_show_their_command_and_every_method(make_table):
