@@ -51,6 +51,10 @@ MASK_RATIOS = ("linear", "log")
 #: before)
 RESIDUAL_WEIGHT = 0.5
 
+#: with a class-block separation (``explain(..., separation=...)``), the contrast term's energy in
+#: each bin is weighted by SEPARATION_SCALE · (1 − M_c), M_c the separation's mask of the class
+SEPARATION_SCALE = 2.0
+
 
 def relevance(
     z: torch.Tensor, theta: torch.Tensor, classes: torch.Tensor, centered: bool = False
@@ -266,7 +270,8 @@ class _Faithfulness:
     + energy_penalty · E(x_in) / E(x) + contrast_penalty · E_a(x_in) / E(x)`` (E: the STFT energy
     the mask keeps; E_a: the part of it from components weighted by :func:`contrast_weights`,
     ``Σ M ⊙ |X|² ⊙ soft_mask(W, H, a)``, with the mask's own ``mask_ratio``, which needs ``H`` and
-    the classifier's ``scores`` on ``x``)."""
+    the classifier's ``scores`` on ``x``; with a ``separation``, each bin's part is also weighted
+    by ``SEPARATION_SCALE · (1 − M_c)``, M_c the separation's mask of the explained class)."""
 
     def __init__(
         self,
@@ -280,6 +285,7 @@ class _Faithfulness:
         scores: torch.Tensor | None = None,
         residual_weight: float = 1.0,
         mask_ratio: str = "log",
+        separation=None,
     ):
         from .hooks import classifier_device
 
@@ -302,6 +308,9 @@ class _Faithfulness:
             probs = interpreter._log_probs(scores.detach().float()).exp()
             a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())
             share = soft_mask(W, H.detach().cpu(), a, ratio=mask_ratio)
+            if separation is not None:  # towards the bins the other classes' patterns model
+                own = separation.masks(x.detach().cpu().numpy(), classes.cpu().numpy())
+                share = share * SEPARATION_SCALE * (1.0 - torch.as_tensor(own))
             self.contrast = self.power * share.to(self.dev)
         self.cls = classes.to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
@@ -342,6 +351,7 @@ def refine_selection(
     mask_ratio: str = "log",
     lr: float = REFINE_LR,
     temperature: float = 0.1,
+    separation=None,
 ) -> torch.Tensor:
     """Components to keep, boolean gates ``(n_clips, K, T)``, refined through the frozen classifier.
 
@@ -361,7 +371,9 @@ def refine_selection(
     interfering source than one gate per component); ``per_frame=False`` has one gate per
     component for the whole clip (returned broadcast over the frames). ``mask_power`` and
     ``mask_ratio``: the mask's sharpness and ratio (:func:`soft_mask`), the same as the
-    explanation's. ``residual_weight`` w: how much
+    explanation's. ``separation``: a fitted :class:`~nmfinterp.baselines.ClassNMFSeparation`
+    whose mask of the explained class weights the contrast term (see :func:`explain`).
+    ``residual_weight`` w: how much
     the residual x − x_in must lose the decision (up to chance, log C) next to the explanation
     keeping it. Only the gates move (the
     dictionary, H and the classifier are fixed), so the explanation stays a sum of the
@@ -385,6 +397,7 @@ def refine_selection(
         scores,
         residual_weight,
         mask_ratio,
+        separation,
     )
     mask = lambda gates: soft_mask(W, H, gates, mask_power, mask_ratio)  # noqa: E731
     T = H.shape[-1]
@@ -530,6 +543,36 @@ def _residual_weight(value) -> float:
     )
 
 
+def _check_separation(separation, interpreter, refine_steps, contrast_penalties) -> None:
+    """``separation`` is None, or a fitted class-block separation the refinement's contrast term
+    can use: as many classes as the interpreter, on its spectrogram's grid."""
+    if separation is None:
+        return
+    if not hasattr(separation, "masks") or not hasattr(separation, "classes_"):
+        raise ValueError(
+            f"separation={type(separation).__name__}; expected a fitted "
+            "nmfinterp.baselines.ClassNMFSeparation (or None)."
+        )
+    if not refine_steps or not any(contrast_penalties):
+        raise ValueError(
+            "separation weights the refinement's contrast term; it needs refine_steps > 0 and a "
+            "contrast_penalty > 0 (the defaults), or leave separation=None."
+        )
+    n_classes, spec = len(interpreter.classes_), interpreter.spectrogram_
+    if len(separation.classes_) != n_classes:
+        raise ValueError(
+            f"separation was fitted on {len(separation.classes_)} classes and the interpreter "
+            f"on {n_classes}; fit it on the classifier's outputs on the training clips."
+        )
+    grid = lambda t: (t.sr, t.n_fft, getattr(t, "hop_length_", t.hop_length))  # noqa: E731
+    if grid(separation.spectrogram) != grid(spec):
+        raise ValueError(
+            "separation's spectrogram (sr, n_fft, hop_length) = "
+            f"{grid(separation.spectrogram)} is not the pipeline's {grid(spec)}; fit it on the "
+            "pipeline's: ClassNMFSeparation(pipe[0], ...)."
+        )
+
+
 def _mask_ratio(value) -> str:
     """``mask_ratio`` checked (explain's and fit_gates')."""
     if not isinstance(value, str) or value not in MASK_RATIOS:
@@ -559,6 +602,7 @@ def explain_clips(
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
     mask_ratio: str = MASK_RATIO,
+    separation=None,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -641,6 +685,7 @@ def explain_clips(
     )
     residual_weight = _residual_weight(residual_weight)
     _mask_ratio(mask_ratio)
+    _check_separation(separation, interpreter, refine_steps, contrast_penalties)
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
@@ -722,6 +767,7 @@ def explain_clips(
                         residual_weight=residual_weight,
                         mask_ratio=mask_ratio,
                         lr=float(refine_lr),
+                        separation=separation,
                     )
 
                 rows = torch.arange(len(idx))
@@ -797,6 +843,7 @@ def explain_clips(
             "mask_power": mask_power,
             "residual_weight": residual_weight,
             "mask_ratio": mask_ratio,
+            "separation": separation is not None,
             "single": single,
         },
     )
@@ -822,6 +869,7 @@ def explain(
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
     mask_ratio: str = MASK_RATIO,
+    separation=None,
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -926,6 +974,14 @@ def explain(
         kept less of an interfering source at every faithfulness target still met, on three
         splits (docs/method.md, "The mask's ratio"). The refinement optimises through the same
         mask.
+    separation : ClassNMFSeparation or None, default=None
+        With refinement and a contrast term, a :class:`~nmfinterp.baselines.ClassNMFSeparation`
+        fitted on the training clips and the classifier's outputs on them, on the pipeline's
+        spectrogram: the contrast term's energy in each bin is then weighted by
+        ``SEPARATION_SCALE · (1 − M_c)`` (2 (1 − M_c)), M_c the separation's mask of the explained
+        class, so that the term charges most the bins the other classes' own patterns model.
+        ``None`` (the default): the contrast term alone. Measured in docs/method.md ("Separating
+        the sources instead").
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
@@ -957,6 +1013,7 @@ def explain(
         mask_power=mask_power,
         residual_weight=residual_weight,
         mask_ratio=mask_ratio,
+        separation=separation,
         batch_size=batch_size,
         sr=sr,
         verbose=verbose,

@@ -877,3 +877,64 @@ def test_device_parameter_trains_on_gpu_and_keeps_the_module_on_cpu(setup, featu
     for name, t in cpu[-1].module_.state_dict().items():
         if name.startswith(("mean_", "std_", "proj_")):
             torch.testing.assert_close(pipe[-1].module_.state_dict()[name], t)
+
+
+@pytest.fixture(scope="module")
+def separation(setup, fitted):
+    from nmfinterp.baselines import ClassNMFSeparation
+
+    _, train, _, y_train, _ = setup
+    return ClassNMFSeparation(fitted[0], n_components=2, max_iter=50).fit(train.waveforms, y_train)
+
+
+def test_a_separation_weights_the_contrast_term_by_what_the_other_classes_model(
+    setup, fitted, separation
+):
+    """explain(..., separation=sep): the contrast term's energy in each bin is weighted by
+    SEPARATION_SCALE · (1 − M_c), M_c the separation's mask of the explained class."""
+    import importlib
+
+    E = importlib.import_module("nmfinterp.explain")
+    clf, _, test, _, _ = setup
+    x = test.waveforms[:4]
+    ex = explain(fitted, x, refine_steps=0)
+    H, scores = torch.as_tensor(np.stack(ex.activations)), torch.as_tensor(ex.classifier_scores)
+    cls, xt = torch.as_tensor(ex.classes), torch.as_tensor(x)
+    args = (fitted[-1], xt, cls, "linear", 0.3, 300.0, H, scores, 0.5, "linear")
+    alone, weighted = E._Faithfulness(*args), E._Faithfulness(*args, separation=separation)
+    own = torch.as_tensor(separation.masks(x, ex.classes))
+    assert 0 < float(own.mean()) < 1  # a mask that neither keeps nor drops everything
+    expected = alone.contrast * E.SEPARATION_SCALE * (1 - own)
+    assert torch.allclose(weighted.contrast, expected, atol=1e-12)
+    refined = explain(fitted, x, refine_steps=5, separation=separation)
+    assert (
+        refined.settings["separation"] is True
+        and explain(fitted, x[:1]).settings["separation"] is False
+    )
+    assert np.all(np.isfinite(np.asarray(refined)))
+
+
+def test_a_separation_that_does_not_fit_the_pipeline_is_named(setup, fitted, separation):
+    from nmfinterp.baselines import ClassNMFSeparation
+
+    _, train, test, y_train, _ = setup
+    x = test.waveforms[:1]
+    with pytest.raises(ValueError, match="needs refine_steps > 0 and a contrast_penalty > 0"):
+        explain(fitted, x, refine_steps=0, separation=separation)
+    with pytest.raises(ValueError, match="needs refine_steps > 0 and a contrast_penalty > 0"):
+        explain(fitted, x, contrast_penalty=0.0, separation=separation)
+    with pytest.raises(
+        ValueError, match="expected a fitted nmfinterp.baselines.ClassNMFSeparation"
+    ):
+        explain(fitted, x, separation="blocks")
+    other_grid = SpectrogramTransformer(sr=SR, n_fft=512).fit(train.waveforms[:1])
+    wrong = ClassNMFSeparation(other_grid, n_components=2, max_iter=20).fit(
+        train.waveforms, y_train
+    )
+    with pytest.raises(ValueError, match=r"is not the pipeline's \(16000, 256, 128\)"):
+        explain(fitted, x, separation=wrong)
+    fewer = ClassNMFSeparation(fitted[0], n_components=2, max_iter=20).fit(
+        train.waveforms, y_train[:, :2]
+    )
+    with pytest.raises(ValueError, match="fitted on 2 classes and the interpreter on"):
+        explain(fitted, x, separation=fewer)
