@@ -722,18 +722,35 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
     methods = " ".join(f'"{m}"' for m in s["methods"])
     skip = f" --skip {' '.join(s['skip'])}" if s["skip"] else ""
     new = [m for m in s["methods"] if m not in base["settings"].get("methods", METHODS)]
+    split = lambda settings: (  # noqa: E731
+        settings.get("data"),
+        list(settings["train_folds"]),
+        settings["test_fold"],
+    )
+    if split(s) == split(base["settings"]):
+        where = (
+            f" (the full run's: {base['classifier']['accuracy']:.3f}; it is retrained in every run "
+            "with the same seed, so the same accuracy says it is the same classifier)"
+        )
+        check = "The rows the full run has too are here as a check that they repeat it."
+    else:
+        where = ""
+        check = "Another split than the full run's: compare the rows with each other."
     return [
         "",
-        f"## Rows measured in a run of their own: {', '.join(new) or name}",
+        f"## Rows measured in a run of their own: {', '.join(new) or name}, fold {s['test_fold']}",
         "",
-        f"From `benchmarks/results/{name}.json` (`python benchmarks/esc10.py --methods {methods}"
-        f"{skip} --name {name}`, commit `{res['commit']}`, {res['total_seconds'] / 60:.0f} min), "
-        f"trained on folds {s['train_folds']}, tested on fold {s['test_fold']}: the classifier "
-        f"({clf['model']}) scores fold-{s['test_fold']} accuracy {clf['accuracy']:.3f} (the full "
-        f"run's: {base['classifier']['accuracy']:.3f}; it is retrained in every run with the same "
-        "seed, so the same accuracy says it is the same classifier), the defaults' interpreter "
-        f"top-1 fidelity {res['interpreters']['nmfinterp']['fidelity_top1']:.3f}. The rows the "
-        "full run has too are here as a check that they repeat it.",
+        f"From `benchmarks/results/{name}.json` (`python benchmarks/esc10.py"
+        + (
+            f" --train-folds {' '.join(map(str, s['train_folds']))} --test-fold {s['test_fold']}"
+            if split(s) != split(base["settings"])
+            else ""
+        )
+        + f" --methods {methods}{skip} --name {name}`, commit `{res['commit']}`, "
+        f"{res['total_seconds'] / 60:.0f} min), trained on folds {s['train_folds']}, tested on "
+        f"fold {s['test_fold']}: the classifier ({clf['model']}) scores fold-{s['test_fold']} "
+        f"accuracy {clf['accuracy']:.3f}{where}, the defaults' interpreter top-1 fidelity "
+        f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}. {check}",
         "",
         *method_lines(res),
     ]

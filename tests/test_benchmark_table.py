@@ -497,11 +497,14 @@ def test_rows_run_on_their_own_show_their_command_and_every_method(make_table):
         "commit": "abc1234",
         "total_seconds": 480.0,
     }
-    base = {"settings": {"methods": ["nmfinterp"]}, "classifier": {"accuracy": 0.925}}
+    base = {
+        "settings": {"methods": ["nmfinterp"], "train_folds": [1, 2, 3], "test_fold": 4},
+        "classifier": {"accuracy": 0.925},
+    }
     lines = make_table.own_rows_lines(run, "esc10_rows_x", base)
     text = "\n".join(lines)
     # titled by the rows the full run lacks; the command that wrote it; both classifiers
-    assert "## Rows measured in a run of their own: class-block NMF separation\n" in text
+    assert "## Rows measured in a run of their own: class-block NMF separation, fold 4\n" in text
     assert (
         '`python benchmarks/esc10.py --methods "nmfinterp" "class-block NMF separation" --skip '
         "silero cost --name esc10_rows_x`, commit `abc1234`, 8 min)"
@@ -509,6 +512,11 @@ def test_rows_run_on_their_own_show_their_command_and_every_method(make_table):
     assert "accuracy 0.912 (the full run's: 0.925;" in text and "fidelity 0.950" in text
     rows = [r for r in lines if r.startswith(("| nmfinterp |", "| class-block NMF separation |"))]
     assert len(rows) == 2 and rows[1].endswith("| 0.76 [0.70, 0.80] | – |")
+    # on another split: its folds in the command, and no comparison with the full run's classifier
+    run["settings"].update(train_folds=[1, 2, 4], test_fold=3)
+    text = "\n".join(make_table.own_rows_lines(run, "esc10_rows_x_test_fold3", base))
+    assert "--train-folds 1 2 4 --test-fold 3 --methods" in text and "(the full run's:" not in text
+    assert "Another split than the full run's" in text
 
 
 def test_seed_rows_say_what_the_defaults_were(make_table):
