@@ -722,12 +722,9 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
     methods = " ".join(f'"{m}"' for m in s["methods"])
     skip = f" --skip {' '.join(s['skip'])}" if s["skip"] else ""
     new = [m for m in s["methods"] if m not in base["settings"].get("methods", METHODS)]
-    split = lambda settings: (  # noqa: E731
-        settings.get("data"),
-        list(settings["train_folds"]),
-        settings["test_fold"],
-    )
-    if split(s) == split(base["settings"]):
+    split = lambda t: (t.get("data"), list(t["train_folds"]), t["test_fold"])  # noqa: E731
+    same = split(s) == split(base["settings"])
+    if same:
         where = (
             f" (the full run's: {base['classifier']['accuracy']:.3f}; it is retrained in every run "
             "with the same seed, so the same accuracy says it is the same classifier)"
@@ -742,9 +739,9 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
         "",
         f"From `benchmarks/results/{name}.json` (`python benchmarks/esc10.py"
         + (
-            f" --train-folds {' '.join(map(str, s['train_folds']))} --test-fold {s['test_fold']}"
-            if split(s) != split(base["settings"])
-            else ""
+            ""
+            if same
+            else f" --train-folds {' '.join(map(str, s['train_folds']))} --test-fold {s['test_fold']}"
         )
         + f" --methods {methods}{skip} --name {name}`, commit `{res['commit']}`, "
         f"{res['total_seconds'] / 60:.0f} min), trained on folds {s['train_folds']}, tested on "

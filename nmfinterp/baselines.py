@@ -481,6 +481,15 @@ class BlackBoxNMFExplainer:
         return self.explain(X, classes)[0]
 
 
+@contextlib.contextmanager
+def _early_stop_quiet():
+    """Silence scikit-learn's warning that an NMF fit stopped at ``max_iter`` (the separation fits
+    a few hundred iterations on purpose)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Maximum number of iterations")
+        yield
+
+
 class ClassNMFSeparation:
     """Supervised NMF source separation as an explainer: the part of a clip that class c's own
     spectral patterns model.
@@ -512,8 +521,10 @@ class ClassNMFSeparation:
 
     Attributes
     ----------
-    components_ : ndarray (n_classes * n_components, F)
-        The blocks, class by class (scikit-learn's orientation: one pattern per row).
+    components_ : ndarray (n_patterns, F)
+        The blocks learned, class by class (scikit-learn's orientation: one pattern per row).
+    class_of_component_ : ndarray (n_patterns,) of int
+        The class each pattern was learned on (as ``NMFDictionary.class_of_component_``).
     classes_ : ndarray (n_classes,) of bool
         Which classes have a block.
     """
@@ -550,8 +561,7 @@ class ClassNMFSeparation:
         S = self._magnitudes(x)
         n_classes, n_bins = y.shape[1], S.shape[1]
         rng = np.random.default_rng(self.random_state)
-        blocks = np.zeros((n_classes, self.n_components, n_bins), dtype=np.float32)
-        self.classes_ = np.zeros(n_classes, dtype=bool)
+        blocks = []
         for c in range(n_classes):
             frames = S[predicted == c].transpose(0, 2, 1).reshape(-1, n_bins)
             energy = (frames**2).sum(1)
@@ -559,8 +569,7 @@ class ClassNMFSeparation:
             if len(frames) < self.n_components:
                 continue  # too few frames for a block: an empty mask for this class
             frames = frames[rng.permutation(len(frames))[: self.max_frames]]
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Maximum number of iterations")
+            with _early_stop_quiet():
                 nmf = NMF(
                     self.n_components,
                     beta_loss=self.beta_loss,
@@ -570,9 +579,11 @@ class ClassNMFSeparation:
                     random_state=self.random_state,
                 ).fit(frames)
             W = nmf.components_
-            blocks[c] = W / (np.linalg.norm(W, axis=1, keepdims=True) + 1e-12)
-            self.classes_[c] = True
-        self.components_ = blocks.reshape(-1, n_bins)
+            blocks.append((c, W / (np.linalg.norm(W, axis=1, keepdims=True) + 1e-12)))
+        patterns = [W for _, W in blocks] or [np.zeros((0, n_bins))]
+        self.components_ = np.concatenate(patterns).astype(np.float32)
+        self.class_of_component_ = np.repeat([c for c, _ in blocks], self.n_components)
+        self.classes_ = np.isin(np.arange(n_classes), self.class_of_component_)
         return self
 
     def masks(self, X, classes) -> np.ndarray:
@@ -581,30 +592,27 @@ class ClassNMFSeparation:
         if not hasattr(self, "components_"):
             raise RuntimeError("ClassNMFSeparation is not fitted yet: call fit(X_train, y) first.")
         x = _clips(X, self.spectrogram)
-        n_classes, k = len(self.classes_), self.n_components
+        n_classes, W = len(self.classes_), self.components_.astype(np.float64)
         classes = np.array(np.broadcast_to(np.asarray(classes, dtype=int), (len(x),)))
         bad = classes[(classes < 0) | (classes >= n_classes)]
         if len(bad):
             raise ValueError(f"classes {bad.tolist()} out of range; expected 0..{n_classes - 1}.")
-        W = self.components_[np.repeat(self.classes_, k)]  # the blocks learned
-        rows = np.cumsum(np.repeat(self.classes_, k)) - 1  # each learned pattern's row in W
         S = self._magnitudes(x)
         masks = np.zeros_like(S)
         for i, c in enumerate(classes):
             if not self.classes_[c]:
                 continue
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Maximum number of iterations")
+            with _early_stop_quiet():
                 H, _, _ = non_negative_factorization(
                     S[i].T.astype(np.float64) + 1e-9,
-                    H=W.astype(np.float64),
+                    H=W,
                     n_components=len(W),
                     update_H=False,
                     beta_loss=self.beta_loss,
                     solver="mu",
                     max_iter=self.max_iter,
                 )
-            block = rows[c * k : (c + 1) * k]
+            block = self.class_of_component_ == c
             model = H @ W
             part = H[:, block] @ W[block]
             masks[i] = (part / np.maximum(model, 1e-12)).T

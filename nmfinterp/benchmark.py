@@ -23,11 +23,12 @@
    amortised gates instead of the refinement (and with the gate network of 64 channels, the
    default before 32, or trained with the residual's weight of before, 1), with one dictionary
    for all classes, four ablations of it, and its contrast term weighted by the class-block
-   separation below; L2I with its official selection on L2I's
-   dictionary; nmfinterp trained with ``faithfulness=1``; random components; all components;
-   captum saliency, integrated gradients and occlusion; an L-MAC-style decoder; a black-box NMF
-   explainer; supervised NMF separation with a block of magnitude patterns per class; and, on mixtures, an oracle that gates nmfinterp's own components with the true
-   sources (an upper bound for a choice of gates, not an explainer) and the same oracle within
+   separation below; L2I with its official selection on L2I's dictionary; nmfinterp trained with
+   ``faithfulness=1``; random components; all components; captum saliency, integrated gradients
+   and occlusion; an L-MAC-style decoder; a black-box NMF explainer; supervised NMF separation
+   with a block of magnitude patterns per class; and, on mixtures, an oracle that gates
+   nmfinterp's own components with the true sources (an upper bound for a choice of gates, not an
+   explainer) and the same oracle within
    nmfinterp's own selection (what nmfinterp kept, less what it kept of the other source). Per
    method and condition: FF, AI, AD, AG, Fid-In, mask sparseness and complexity (mean and 95%
    CI), and for mixtures the SI-SDR of the explanation against the deciding source and against

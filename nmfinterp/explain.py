@@ -270,8 +270,8 @@ class _Faithfulness:
     + energy_penalty · E(x_in) / E(x) + contrast_penalty · E_a(x_in) / E(x)`` (E: the STFT energy
     the mask keeps; E_a: the part of it from components weighted by :func:`contrast_weights`,
     ``Σ M ⊙ |X|² ⊙ soft_mask(W, H, a)``, with the mask's own ``mask_ratio``, which needs ``H`` and
-    the classifier's ``scores`` on ``x``; with a ``separation``, each bin's part is also weighted
-    by ``SEPARATION_SCALE · (1 − M_c)``, M_c the separation's mask of the explained class)."""
+    the classifier's ``scores`` on ``x``; with ``separation_masks`` M_c, each bin's part is also
+    weighted by ``SEPARATION_SCALE · (1 − M_c)``)."""
 
     def __init__(
         self,
@@ -285,7 +285,7 @@ class _Faithfulness:
         scores: torch.Tensor | None = None,
         residual_weight: float = 1.0,
         mask_ratio: str = "log",
-        separation=None,
+        separation_masks: torch.Tensor | None = None,
     ):
         from .hooks import classifier_device
 
@@ -308,9 +308,8 @@ class _Faithfulness:
             probs = interpreter._log_probs(scores.detach().float()).exp()
             a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())
             share = soft_mask(W, H.detach().cpu(), a, ratio=mask_ratio)
-            if separation is not None:  # towards the bins the other classes' patterns model
-                own = separation.masks(x.detach().cpu().numpy(), classes.cpu().numpy())
-                share = share * SEPARATION_SCALE * (1.0 - torch.as_tensor(own))
+            if separation_masks is not None:  # towards the bins the other classes' patterns model
+                share = share * SEPARATION_SCALE * (1.0 - separation_masks.cpu())
             self.contrast = self.power * share.to(self.dev)
         self.cls = classes.to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
@@ -351,7 +350,7 @@ def refine_selection(
     mask_ratio: str = "log",
     lr: float = REFINE_LR,
     temperature: float = 0.1,
-    separation=None,
+    separation_masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Components to keep, boolean gates ``(n_clips, K, T)``, refined through the frozen classifier.
 
@@ -371,8 +370,9 @@ def refine_selection(
     interfering source than one gate per component); ``per_frame=False`` has one gate per
     component for the whole clip (returned broadcast over the frames). ``mask_power`` and
     ``mask_ratio``: the mask's sharpness and ratio (:func:`soft_mask`), the same as the
-    explanation's. ``separation``: a fitted :class:`~nmfinterp.baselines.ClassNMFSeparation`
-    whose mask of the explained class weights the contrast term (see :func:`explain`).
+    explanation's. ``separation_masks``: ``(n_clips, F, T)``, a
+    :class:`~nmfinterp.baselines.ClassNMFSeparation`'s masks of the explained classes, which
+    weight the contrast term (see :func:`explain`).
     ``residual_weight`` w: how much
     the residual x − x_in must lose the decision (up to chance, log C) next to the explanation
     keeping it. Only the gates move (the
@@ -397,7 +397,7 @@ def refine_selection(
         scores,
         residual_weight,
         mask_ratio,
-        separation,
+        separation_masks,
     )
     mask = lambda gates: soft_mask(W, H, gates, mask_power, mask_ratio)  # noqa: E731
     T = H.shape[-1]
@@ -747,9 +747,15 @@ def explain_clips(
                 else:
                     cls = scores.argmax(-1)
                 r = relevance(z, theta, cls, centered)
+                # the separation's masks of the explained classes, once per batch
+                own = None
+                if separation is not None and refine_steps:
+                    own = torch.as_tensor(separation.masks(x.numpy(), cls.numpy()))
 
                 # the refined gates of the clips ``rows`` (indices or a slice) at one weight
-                def refine(rows, weight, x=x, H=H, shifted=r - threshold, cls=cls, scores=scores):
+                def refine(
+                    rows, weight, x=x, H=H, shifted=r - threshold, cls=cls, scores=scores, own=own
+                ):
                     return refine_selection(
                         interpreter,
                         x[rows],
@@ -767,7 +773,7 @@ def explain_clips(
                         residual_weight=residual_weight,
                         mask_ratio=mask_ratio,
                         lr=float(refine_lr),
-                        separation=separation,
+                        separation_masks=None if own is None else own[rows],
                     )
 
                 rows = torch.arange(len(idx))

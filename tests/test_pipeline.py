@@ -901,8 +901,8 @@ def test_a_separation_weights_the_contrast_term_by_what_the_other_classes_model(
     H, scores = torch.as_tensor(np.stack(ex.activations)), torch.as_tensor(ex.classifier_scores)
     cls, xt = torch.as_tensor(ex.classes), torch.as_tensor(x)
     args = (fitted[-1], xt, cls, "linear", 0.3, 300.0, H, scores, 0.5, "linear")
-    alone, weighted = E._Faithfulness(*args), E._Faithfulness(*args, separation=separation)
     own = torch.as_tensor(separation.masks(x, ex.classes))
+    alone, weighted = E._Faithfulness(*args), E._Faithfulness(*args, separation_masks=own)
     assert 0 < float(own.mean()) < 1  # a mask that neither keeps nor drops everything
     expected = alone.contrast * E.SEPARATION_SCALE * (1 - own)
     assert torch.allclose(weighted.contrast, expected, atol=1e-12)
