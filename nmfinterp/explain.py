@@ -371,7 +371,7 @@ def refine_selection(
     component for the whole clip (returned broadcast over the frames). ``mask_power`` and
     ``mask_ratio``: the mask's sharpness and ratio (:func:`soft_mask`), the same as the
     explanation's. ``separation_masks``: ``(n_clips, F, T)``, a
-    :class:`~nmfinterp.baselines.ClassNMFSeparation`'s masks of the explained classes, which
+    :class:`~nmfinterp.separation.ClassNMFSeparation`'s masks of the explained classes, which
     weight the contrast term (see :func:`explain`).
     ``residual_weight`` w: how much
     the residual x − x_in must lose the decision (up to chance, log C) next to the explanation
@@ -543,20 +543,25 @@ def _residual_weight(value) -> float:
     )
 
 
-def _check_separation(separation, interpreter, refine_steps, contrast_penalties) -> None:
-    """``separation`` is None, or a fitted class-block separation the refinement's contrast term
-    can use: as many classes as the interpreter, on its spectrogram's grid."""
+def _check_separation(separation, interpreter, refine_steps, contrast_penalties):
+    """The separation to use: None, or a fitted class-block separation the refinement's contrast
+    term can use (as many classes as the interpreter, on its spectrogram's grid); "auto" is the
+    interpreter's own (``fit_separation``) where the refinement has a contrast term."""
+    if isinstance(separation, str) and separation == "auto":
+        if not refine_steps or not any(contrast_penalties):
+            return None
+        separation = getattr(interpreter, "separation_", None)
     if separation is None:
-        return
+        return None
     if not hasattr(separation, "masks") or not hasattr(separation, "classes_"):
         raise ValueError(
-            f"separation={type(separation).__name__}; expected a fitted "
-            "nmfinterp.baselines.ClassNMFSeparation (or None)."
+            f"separation={separation!r}; expected 'auto' (the interpreter's own, from "
+            "fit_separation), a fitted nmfinterp.separation.ClassNMFSeparation, or None."
         )
     if not refine_steps or not any(contrast_penalties):
         raise ValueError(
             "separation weights the refinement's contrast term; it needs refine_steps > 0 and a "
-            "contrast_penalty > 0 (the defaults), or leave separation=None."
+            "contrast_penalty > 0 (the defaults), or leave separation='auto' (the default)."
         )
     n_classes, spec = len(interpreter.classes_), interpreter.spectrogram_
     if len(separation.classes_) != n_classes:
@@ -571,6 +576,7 @@ def _check_separation(separation, interpreter, refine_steps, contrast_penalties)
             f"{grid(separation.spectrogram)} is not the pipeline's {grid(spec)}; fit it on the "
             "pipeline's: ClassNMFSeparation(pipe[0], ...)."
         )
+    return separation
 
 
 def _mask_ratio(value) -> str:
@@ -602,7 +608,7 @@ def explain_clips(
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
     mask_ratio: str = MASK_RATIO,
-    separation=None,
+    separation="auto",
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -685,7 +691,7 @@ def explain_clips(
     )
     residual_weight = _residual_weight(residual_weight)
     _mask_ratio(mask_ratio)
-    _check_separation(separation, interpreter, refine_steps, contrast_penalties)
+    separation = _check_separation(separation, interpreter, refine_steps, contrast_penalties)
     if not isinstance(per_frame, bool | np.bool_):
         raise ValueError(f"per_frame={per_frame!r}; expected True or False.")
     if refine_steps and interpreter.multilabel:
@@ -875,7 +881,7 @@ def explain(
     mask_power: float = MASK_POWER,
     residual_weight: float = RESIDUAL_WEIGHT,
     mask_ratio: str = MASK_RATIO,
-    separation=None,
+    separation="auto",
     batch_size: int | None = None,
     sr: int | None = None,
     verbose: int = 0,
@@ -980,14 +986,16 @@ def explain(
         kept less of an interfering source at every faithfulness target still met, on three
         splits (docs/method.md, "The mask's ratio"). The refinement optimises through the same
         mask.
-    separation : ClassNMFSeparation or None, default=None
-        With refinement and a contrast term, a :class:`~nmfinterp.baselines.ClassNMFSeparation`
-        fitted on the training clips and the classifier's outputs on them, on the pipeline's
-        spectrogram: the contrast term's energy in each bin is then weighted by
-        ``SEPARATION_SCALE · (1 − M_c)`` (2 (1 − M_c)), M_c the separation's mask of the explained
-        class, so that the term charges most the bins the other classes' own patterns model.
-        ``None`` (the default): the contrast term alone. Measured in docs/method.md ("Separating
-        the sources instead").
+    separation : "auto", nmfinterp.separation.ClassNMFSeparation or None, default="auto"
+        With refinement and a contrast term, a class-block separation
+        (:class:`~nmfinterp.separation.ClassNMFSeparation`) fitted on the training clips and the
+        classifier's outputs on them, on the pipeline's spectrogram: the contrast term's energy in
+        each bin is then weighted by ``SEPARATION_SCALE · (1 − M_c)`` (2 (1 − M_c)), M_c the
+        separation's mask of the explained class, so that the term charges most the bins the
+        other classes' own patterns model. ``"auto"`` (the default): the interpreter's own, when
+        :meth:`~nmfinterp.InterpreterEstimator.fit_separation` fitted one (it is not fitted
+        unless asked for), else none; ``None``: the contrast term alone. Measured in
+        docs/method.md ("The separation as a hint for the contrast term").
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.

@@ -744,9 +744,10 @@ class InterpreterEstimator(BaseEstimator):
                     self.__dict__.update(saved)
                 raise
             finally:
-                # a gate network (fit_gates) learned the previous module's H: not this one's
+                # a gate network (fit_gates) learned the previous module's H, and a separation
+                # (fit_separation) the previous spectrogram and outputs: not this fit's
                 if getattr(self, "module_", None) is not before:
-                    for name in ("gate_module_", "gate_history_"):
+                    for name in ("gate_module_", "gate_history_", "separation_"):
                         self.__dict__.pop(name, None)
 
     def _fit(self, X, y):
@@ -1266,6 +1267,70 @@ class InterpreterEstimator(BaseEstimator):
                 random_state=self.random_state,
                 verbose=self.verbose,
             )
+        return self
+
+    def fit_separation(self, X, y=None, *, n_components: int | None = None, max_iter: int = 200):
+        """Fit the class-block separation ``explain``'s refinement weights its contrast term by;
+        returns ``self``.
+
+        A :class:`~nmfinterp.separation.ClassNMFSeparation` on the pipeline's spectrogram: for
+        each class the classifier predicts on the clips ``X``, a block of ``n_components``
+        magnitude patterns learned by KL-NMF on those clips. Afterwards ``explain`` (by default,
+        ``separation="auto"``) weights the refinement's contrast term in each bin by
+        2 (1 − M_c), M_c the separation's share of the bin for the explained class, so that it
+        charges most what the other classes' own patterns model. Saved and loaded with the
+        interpreter (``separation_``), dropped by the next ``fit``. Single-label interpreters only.
+
+        On ESC-10 (three splits) and spoken digits it kept more of the deciding source of
+        equal-level mixtures (energy share +0.8 to +3.5 points, SI-SDR gap +1.4 to +2.2 dB) at
+        about 0.01 less FF and 1.2-1.5x the explain time (docs/method.md, "The separation as a
+        hint for the contrast term"): a trade, so it is not fitted unless asked for.
+
+        Parameters
+        ----------
+        X : AudioFeatures or array (n_clips, n_samples)
+            The training clips (or the pipeline's features of them).
+        y : array (n_clips, n_classes) or None
+            The classifier's outputs on them; ``None``: the classifier is run on ``X``.
+        n_components : int or None
+            Patterns per class; ``None``: the dictionary's size over the number of classes
+            (10 for K=100 and ten classes, what was measured), at least 1.
+        max_iter : int, default=200
+            Iterations of each NMF fit (the blocks, and a clip's activations in ``explain``).
+        """
+        from .explain import _classifier_scores
+        from .separation import ClassNMFSeparation
+
+        check_is_fitted(self, "module_")
+        if self.multilabel:
+            raise ValueError(
+                "fit_separation weights the refinement of single-label decisions; this "
+                "interpreter is multilabel=True (explained without refinement)."
+            )
+        if n_components is None:
+            n_components = max(1, self.n_components_ // len(self.classes_))
+        for name, value in (("n_components", n_components), ("max_iter", max_iter)):
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r}; expected a positive integer.")
+        if is_audio_features(X):
+            X = X.block("waveform")
+        clips = np.asarray(
+            check_waveforms(X, min_samples=self.spectrogram_.n_fft // 2 + 1), dtype=np.float32
+        )
+        if y is None:
+            y = torch.cat(
+                [
+                    _classifier_scores(self, clips[i : i + self.batch_size])
+                    for i in range(0, len(clips), self.batch_size)
+                ]
+            ).numpy()
+        y = check_outputs(y, len(clips), n_classes=len(self.classes_), name="y")
+        self.separation_ = ClassNMFSeparation(
+            self.spectrogram_,
+            n_components=int(n_components),
+            max_iter=int(max_iter),
+            random_state=self.random_state if self.random_state is not None else 0,
+        ).fit(clips, y)
         return self
 
     def explain(self, X, **kwargs):

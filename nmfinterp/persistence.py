@@ -30,11 +30,15 @@ from ._validation import user_stacklevel
 from .dictionary import NMFDictionary
 from .gates import GateNet
 from .interpreter import InterpreterEstimator, InterpreterNet
+from .separation import ClassNMFSeparation
 from .spectrogram import SpectrogramTransformer
 
 FORMAT = "nmfinterp"
 FORMAT_VERSION = 1
-_CLASSES = {c.__name__: c for c in (SpectrogramTransformer, NMFDictionary, InterpreterEstimator)}
+_CLASSES = {
+    c.__name__: c
+    for c in (SpectrogramTransformer, NMFDictionary, InterpreterEstimator, ClassNMFSeparation)
+}
 _CALLABLE_PARAMS = ("classifier_input", "classifier_output")
 #: parameters added after files of this format were first written, with the value that gives
 #: what a file without them holds (whatever today's default is)

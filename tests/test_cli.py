@@ -182,6 +182,30 @@ def test_penalties_and_per_clip_gates_reach_explain(corpus, fitted, tmp_path, ca
         assert f"--refine-lr: {why}" in capsys.readouterr().err
 
 
+def test_fit_separation_then_explain_with_and_without_it(corpus, tmp_path, capsys):
+    root, _, _ = corpus
+    model = tmp_path / "separated.joblib"
+    fit = ["fit", str(root / "clips"), "--classifier", "nmfinterp.classifiers:LogMelCNN"]
+    fit += ["--classifier-kwargs", json.dumps(KWARGS), "--weights", str(root / "weights.pt")]
+    assert main([*fit, "-o", str(model), *FAST, "--separation"]) == 0
+    assert "class-block separation" in capsys.readouterr().out
+    pipe = joblib.load(model)
+    assert pipe[-1].separation_.spectrogram is pipe[0]
+    clip = root / "clips" / SYNTHETIC_CLASSES[0] / "00.wav"
+    x, _ = sf.read(clip, dtype="float32")
+    written = []  # the tiny classifier decides one class: explain another, which has no block
+    for extra, separation in (([], "auto"), (["--no-separation"], None)):
+        out = tmp_path / f"o{len(extra)}"
+        command = ["explain", str(model), str(clip), "-o", str(out), "--refine-steps", "2"]
+        assert main([*command, "--class", "0", *extra]) == 0
+        ex = explain(pipe, x[None], classes=0, refine_steps=2, separation=separation)
+        assert ex.settings["separation"] is (separation == "auto")
+        wav, _ = sf.read(next(out.iterdir()), dtype="float32")
+        np.testing.assert_allclose(wav, np.clip(ex.waveforms[0], -1, 1), atol=1.0 / 2**15 + 1e-6)
+        written.append(wav)
+    assert np.abs(written[0] - written[1]).max() > 1e-3  # the separation changed the explanation
+
+
 def test_gate_epochs_then_amortised_explain_equals_the_library(corpus, tmp_path, capsys):
     root, _, _ = corpus
     model = tmp_path / "gated.joblib"
@@ -304,7 +328,9 @@ def test_factory_from_a_python_file(corpus, tmp_path, monkeypatch):
         (["report", "MODEL", "CLIPS", "--amortised", "--per-clip-gates", "--energy-penalty", "0",
           "--contrast-penalty", "1"], "drop --energy-penalty, --contrast-penalty, --per-clip-gates"),
         (["fit", "CLIPS", "--classifier", "a:b", "-o", "m.joblib", "--gate-epochs", "3", "--multilabel"],
-         "--gate-epochs trains gates for single-label decisions"),
+         "--gate-epochs serves the refinement of single-label decisions"),
+        (["fit", "CLIPS", "--classifier", "a:b", "-o", "m.joblib", "--separation", "--multilabel"],
+         "--separation serves the refinement of single-label decisions"),
     ],
 )  # fmt: skip
 def test_user_mistakes_exit_2_with_one_line_and_no_traceback(

@@ -57,6 +57,27 @@ def test_round_trip_gives_identical_explanations(setup, fitted, tmp_path):
     assert header["__metadata__"]["format"] == "nmfinterp"
 
 
+def test_a_fitted_separation_round_trips_with_the_pipeline(setup, fitted, tmp_path):
+    """fit_separation's ClassNMFSeparation is saved as its own node on the pipeline's
+    spectrogram: loaded, it gives the same masks and the same explanations."""
+    import copy
+
+    clf, X, y, Xt = setup
+    pipe = copy.deepcopy(fitted)
+    pipe[-1].fit_separation(X, y, n_components=2, max_iter=30)
+    loaded = load(save(pipe, tmp_path / "separated.safetensors"), classifier=clf)
+    sep = loaded[-1].separation_
+    assert type(sep) is type(pipe[-1].separation_) and sep.spectrogram is loaded[0]
+    assert sep.get_params(deep=False).keys() == pipe[-1].separation_.get_params(deep=False).keys()
+    for name in ("components_", "class_of_component_", "classes_"):
+        np.testing.assert_array_equal(getattr(sep, name), getattr(pipe[-1].separation_, name))
+    classes = np.arange(len(Xt)) % len(sep.classes_)
+    np.testing.assert_array_equal(sep.masks(Xt, classes), pipe[-1].separation_.masks(Xt, classes))
+    a, b = explain(pipe, Xt, refine_steps=2), explain(loaded, Xt, refine_steps=2)
+    assert a.settings["separation"] is b.settings["separation"] is True
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_projected_layers_round_trip_and_older_files_read_every_channel(setup, fitted, tmp_path):
     clf, X, y, Xt = setup  # blocks.0 and blocks.1: 64 channels each (C x mels)
     with warnings.catch_warnings():

@@ -881,7 +881,7 @@ def test_device_parameter_trains_on_gpu_and_keeps_the_module_on_cpu(setup, featu
 
 @pytest.fixture(scope="module")
 def separation(setup, fitted):
-    from nmfinterp.baselines import ClassNMFSeparation
+    from nmfinterp.separation import ClassNMFSeparation
 
     _, train, _, y_train, _ = setup
     return ClassNMFSeparation(fitted[0], n_components=2, max_iter=50).fit(train.waveforms, y_train)
@@ -914,8 +914,60 @@ def test_a_separation_weights_the_contrast_term_by_what_the_other_classes_model(
     assert np.all(np.isfinite(np.asarray(refined)))
 
 
+def test_fit_separation_fits_the_separation_explain_uses_by_default(setup, fitted, separation):
+    """pipe[-1].fit_separation(X_train, y_train) fits the same ClassNMFSeparation on the pipeline's
+    spectrogram; explain then weights its contrast term by it (separation="auto") unless told
+    separation=None, and not without refinement."""
+    clf, train, test, y_train, _ = setup
+    x = test.waveforms[:3]
+    pipe = copy.deepcopy(fitted)
+    interp = pipe[-1].fit_separation(train.waveforms, y_train, n_components=2, max_iter=50)
+    own = interp.separation_
+    assert own.spectrogram is pipe[0] and own.n_components == 2
+    np.testing.assert_array_equal(own.components_, separation.components_)
+    # without y the classifier's outputs on the clips: the same classes, the same blocks
+    again = copy.deepcopy(fitted)[-1].fit_separation(train.waveforms, n_components=2, max_iter=50)
+    np.testing.assert_array_equal(again.separation_.components_, separation.components_)
+    default = copy.deepcopy(fitted)[-1].fit_separation(train.waveforms, y_train, max_iter=5)
+    assert default.separation_.n_components == max(1, 8 // y_train.shape[1])  # K / n_classes
+
+    ex = explain(pipe, x, refine_steps=5)
+    given = explain(fitted, x, refine_steps=5, separation=separation)
+    assert ex.settings["separation"] is True
+    np.testing.assert_allclose(np.asarray(ex), np.asarray(given), atol=1e-6)
+    off = explain(pipe, x, refine_steps=5, separation=None)
+    assert off.settings["separation"] is False
+    np.testing.assert_allclose(
+        np.asarray(off), np.asarray(explain(fitted, x, refine_steps=5)), atol=1e-6
+    )
+    assert not np.allclose(np.asarray(off), np.asarray(ex), atol=1e-4)
+    assert explain(pipe, x, refine_steps=0).settings["separation"] is False
+    assert explain(pipe, x, contrast_penalty=0.0).settings["separation"] is False
+
+    # a new fit learns on other outputs (maybe another spectrogram): the separation goes
+    refit = copy.deepcopy(pipe)
+    with warnings.catch_warnings():  # one epoch: a warning that it agrees too little
+        warnings.simplefilter("ignore")
+        refit[-1].set_params(epochs=1).fit(refit[:-1].transform(train.waveforms), y_train)
+    assert not hasattr(refit[-1], "separation_")
+
+
+def test_fit_separation_names_what_it_cannot_use(setup, fitted):
+    clf, train, _, y_train, _ = setup
+    interp = copy.deepcopy(fitted)[-1]
+    with pytest.raises(NotFittedError):
+        InterpreterEstimator(clf).fit_separation(train.waveforms, y_train)
+    with pytest.raises(ValueError, match="y has 2 columns; expected 4"):
+        interp.fit_separation(train.waveforms, y_train[:, :2])
+    with pytest.raises(ValueError, match="n_components=0; expected a positive integer"):
+        interp.fit_separation(train.waveforms, y_train, n_components=0)
+    with pytest.raises(ValueError, match="y has 5 rows but there are"):
+        interp.fit_separation(train.waveforms, y_train[:5])
+    assert not hasattr(interp, "separation_")
+
+
 def test_a_separation_that_does_not_fit_the_pipeline_is_named(setup, fitted, separation):
-    from nmfinterp.baselines import ClassNMFSeparation
+    from nmfinterp.separation import ClassNMFSeparation
 
     _, train, test, y_train, _ = setup
     x = test.waveforms[:1]
@@ -923,9 +975,7 @@ def test_a_separation_that_does_not_fit_the_pipeline_is_named(setup, fitted, sep
         explain(fitted, x, refine_steps=0, separation=separation)
     with pytest.raises(ValueError, match="needs refine_steps > 0 and a contrast_penalty > 0"):
         explain(fitted, x, contrast_penalty=0.0, separation=separation)
-    with pytest.raises(
-        ValueError, match="expected a fitted nmfinterp.baselines.ClassNMFSeparation"
-    ):
+    with pytest.raises(ValueError, match="expected 'auto'.*a fitted nmfinterp.separation"):
         explain(fitted, x, separation="blocks")
     other_grid = SpectrogramTransformer(sr=SR, n_fft=512).fit(train.waveforms[:1])
     wrong = ClassNMFSeparation(other_grid, n_components=2, max_iter=20).fit(
