@@ -66,7 +66,6 @@ import torch
 
 from .baselines import (
     BlackBoxNMFExplainer,
-    ClassNMFSeparation,
     LMACExplainer,
     SpectrogramAttribution,
     all_masks,
@@ -579,7 +578,7 @@ def oracle_gate_masks(
 
 
 def _method_masks(
-    method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources, separation=None
+    method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources, separated=None
 ):
     """Masks of one method for clips ``x`` and the domain they apply in."""
     if method == "nmfinterp":
@@ -618,7 +617,7 @@ def _method_masks(
         )
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, class-block contrast":  # the row "class-block NMF separation"'s
-        ex = explain(pipes["nmfinterp"], x, classes=classes, separation=separation)
+        ex = explain(separated, x, classes=classes)  # separation="auto": its separation_
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, one dictionary for all classes":  # the default dictionary before
         return np.stack(explain(pipes["one dictionary"], x, classes=classes).masks), "linear"
@@ -647,7 +646,7 @@ def _method_masks(
     if method == "black-box NMF":
         return blackbox.masks(x, classes), "linear"
     if method == "class-block NMF separation":
-        return separation.masks(x, classes), "linear"
+        return separated.separation_.masks(x, classes), "linear"
     return attributions[method].masks(x, classes), "linear"
 
 
@@ -684,14 +683,13 @@ def run_methods(
     blackbox = BlackBoxNMFExplainer(
         clf, spec, nmf_pipe[1], n_samples=cfg["blackbox_samples"], random_state=0
     )
-    separation = None
+    separated = None
     if {"class-block NMF separation", "nmfinterp, class-block contrast"} & set(methods):
-        # as many patterns a class as nmfinterp's blocks
+        # fitted as users fit it, on a copy of the interpreter (the other rows explain without):
+        # K / n_classes patterns a class, as many as nmfinterp's blocks
         t = time.perf_counter()
-        y_train = predict_logits(clf, train.waveforms)
-        per_class = max(1, cfg["n_components"] // y_train.shape[1])
-        separation = ClassNMFSeparation(spec, n_components=per_class, random_state=0)
-        separation.fit(train.waveforms, y_train)
+        separated = copy.copy(nmf_pipe[-1])
+        separated.fit_separation(train.waveforms, predict_logits(clf, train.waveforms))
         _log(f"class-block NMF separation learned in {time.perf_counter() - t:.0f} s")
     results: dict = {}
     for cname, cond in conditions.items():
@@ -717,7 +715,7 @@ def run_methods(
                 blackbox,
                 attributions,
                 (deciding, other),
-                separation,
+                separated,
             )
             seconds = time.perf_counter() - t + (t_ex if method == "nmfinterp" else 0.0)
             r = score_masks(probs, spec, x, masks, classes, deciding, other, domain)
