@@ -724,12 +724,22 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
     new = [m for m in s["methods"] if m not in base["settings"].get("methods", METHODS)]
     split = lambda t: (t.get("data"), list(t["train_folds"]), t["test_fold"])  # noqa: E731
     same = split(s) == split(base["settings"])
+    fidelity = res["interpreters"]["nmfinterp"]["fidelity_top1"]
+    base_fidelity = base.get("interpreters", {}).get("nmfinterp", {}).get("fidelity_top1")
     if same:
         where = (
             f" (the full run's: {base['classifier']['accuracy']:.3f}; it is retrained in every run "
             "with the same seed, so the same accuracy says it is the same classifier)"
         )
         check = "The rows the full run has too are here as a check that they repeat it."
+        if base_fidelity is not None and round(fidelity, 3) != round(base_fidelity, 3):
+            platforms = [r.get("machine", {}).get("platform", "?") for r in (res, base)]
+            check = (
+                f"The full run's interpreter scored {base_fidelity:.3f}: this run's fit of it "
+                f"came out otherwise (on `{platforms[0]}`, the full run on `{platforms[1]}`; the "
+                "same seed gives the same interpreter only up to the machine's float rounding, "
+                "which a training run amplifies), so compare the rows with each other."
+            )
     else:
         where = ""
         check = "Another split than the full run's: compare the rows with each other."
@@ -747,7 +757,7 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
         f"{res['total_seconds'] / 60:.0f} min), trained on folds {s['train_folds']}, tested on "
         f"fold {s['test_fold']}: the classifier ({clf['model']}) scores fold-{s['test_fold']} "
         f"accuracy {clf['accuracy']:.3f}{where}, the defaults' interpreter top-1 fidelity "
-        f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}. {check}",
+        f"{fidelity:.3f}. {check}",
         "",
         *method_lines(res),
     ]

@@ -135,7 +135,15 @@ def _fmt(v) -> str:
 
 
 def _settings(settings: Mapping) -> str:
-    keys = ("top_k", "threshold", "mask_ratio", "mask_domain", "relevance_mode")
+    keys = (
+        "top_k",
+        "threshold",
+        "refine_steps",
+        "separation",
+        "mask_ratio",
+        "mask_domain",
+        "relevance_mode",
+    )
     return ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) or "default"
 
 

@@ -510,6 +510,17 @@ def test_rows_run_on_their_own_show_their_command_and_every_method(make_table):
         "silero cost --name esc10_rows_x`, commit `abc1234`, 8 min)"
     ) in text
     assert "accuracy 0.912 (the full run's: 0.925;" in text and "fidelity 0.950" in text
+    assert "as a check that they repeat it" in text
+    # the same classifier but another interpreter (another machine): not a check of the full run
+    run["machine"], base["machine"] = {"platform": "Linux-b"}, {"platform": "Linux-a"}
+    base["interpreters"] = {"nmfinterp": {"fidelity_top1": 0.9625}}
+    text = "\n".join(make_table.own_rows_lines(run, "esc10_rows_x", base))
+    assert "as a check that they repeat it" not in text
+    assert (
+        "The full run's interpreter scored 0.963: this run's fit of it came out otherwise" in text
+    )
+    assert "(on `Linux-b`, the full run on `Linux-a`;" in text
+    del base["interpreters"]
     rows = [r for r in lines if r.startswith(("| nmfinterp |", "| class-block NMF separation |"))]
     assert len(rows) == 2 and rows[1].endswith("| 0.76 [0.70, 0.80] | – |")
     # on another split: its folds in the command, and no comparison with the full run's classifier

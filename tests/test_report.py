@@ -43,6 +43,7 @@ def test_players_hold_input_explanation_residual_and_components(fitted, tmp_path
     text = path.read_text()
     sections = text.split('<section class="clip"')[1:]
     assert len(sections) == 2
+    assert "top_k=3, threshold=-inf, refine_steps=0, separation=False, mask_ratio=linear" in text
     for i, sec in enumerate(sections):
         uris = re.findall(r'<audio controls preload="auto" src="([^"]+)"', sec)
         assert len(ex.selected[i]) > 0
