@@ -570,10 +570,10 @@ def _check_separation(separation, interpreter, refine_steps, contrast_penalties)
             f"on {n_classes}; fit it on the classifier's outputs on the training clips."
         )
     grid = lambda t: (t.sr, t.n_fft, getattr(t, "hop_length_", t.hop_length))  # noqa: E731
-    if grid(separation.spectrogram) != grid(spec):
+    if grid(separation.spectrogram_) != grid(spec):
         raise ValueError(
             "separation's spectrogram (sr, n_fft, hop_length) = "
-            f"{grid(separation.spectrogram)} is not the pipeline's {grid(spec)}; fit it on the "
+            f"{grid(separation.spectrogram_)} is not the pipeline's {grid(spec)}; fit it on the "
             "pipeline's: ClassNMFSeparation(pipe[0], ...)."
         )
     return separation

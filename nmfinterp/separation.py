@@ -12,7 +12,9 @@ import contextlib
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_waveforms
 
@@ -52,8 +54,9 @@ class ClassNMFSeparation(BaseEstimator):
 
     Parameters
     ----------
-    spectrogram : fitted SpectrogramTransformer
-        The STFT grid of the masks.
+    spectrogram : SpectrogramTransformer
+        The STFT grid of the masks: the pipeline's (fitted), or one that ``fit`` fits (a clone)
+        on ``X``.
     n_components : int, default=10
         Patterns per class.
     beta_loss : {"kullback-leibler", "frobenius", "itakura-saito"}, default="kullback-leibler"
@@ -64,6 +67,8 @@ class ClassNMFSeparation(BaseEstimator):
 
     Attributes
     ----------
+    spectrogram_ : SpectrogramTransformer
+        The fitted STFT grid: ``spectrogram`` itself when it was fitted.
     components_ : ndarray (n_patterns, F)
         The blocks learned, class by class (scikit-learn's orientation: one pattern per row).
     class_of_component_ : ndarray (n_patterns,) of int
@@ -86,7 +91,7 @@ class ClassNMFSeparation(BaseEstimator):
         self.max_iter, self.max_frames, self.random_state = max_iter, max_frames, random_state
 
     def _magnitudes(self, x: np.ndarray) -> np.ndarray:
-        return self.spectrogram.stft(x).abs().numpy()  # (n, F, T)
+        return self.spectrogram_.stft(x).abs().numpy()  # (n, F, T)
 
     def fit(self, X, y) -> ClassNMFSeparation:
         from sklearn.decomposition import NMF
@@ -101,6 +106,11 @@ class ClassNMFSeparation(BaseEstimator):
         if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
             raise ValueError(f"n_components={self.n_components!r}; expected a positive integer.")
         predicted = y.argmax(1)
+        try:
+            check_is_fitted(self.spectrogram)
+            self.spectrogram_ = self.spectrogram
+        except NotFittedError:  # e.g. after sklearn's clone: the same grid, fitted on X
+            self.spectrogram_ = clone(self.spectrogram).fit(x)
         S = self._magnitudes(x)
         n_classes, n_bins = y.shape[1], S.shape[1]
         rng = np.random.default_rng(self.random_state)
@@ -134,7 +144,7 @@ class ClassNMFSeparation(BaseEstimator):
 
         if not hasattr(self, "components_"):
             raise RuntimeError("ClassNMFSeparation is not fitted yet: call fit(X_train, y) first.")
-        x = _clips(X, self.spectrogram)
+        x = _clips(X, self.spectrogram_)
         n_classes, W = len(self.classes_), self.components_.astype(np.float64)
         classes = np.array(np.broadcast_to(np.asarray(classes, dtype=int), (len(x),)))
         bad = classes[(classes < 0) | (classes >= n_classes)]

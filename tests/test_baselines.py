@@ -162,6 +162,22 @@ def test_class_nmf_separation_keeps_the_explained_class_source(setup, separation
         assert e_mine / (e_mine + e_theirs) > 0.95
 
 
+def test_class_nmf_separation_clones_as_a_scikit_learn_estimator(setup, separation):
+    """clone gives an unfitted twin, whose spectrogram is an unfitted clone too: fit fits one on
+    the clips (the same grid), and the separation is the same."""
+    from sklearn.base import clone
+
+    spec, _, clf = setup
+    sep, y = separation
+    X = np.stack([_tone(12, seed=i) for i in range(3)] + [_tone(90, seed=i) for i in range(3, 6)])
+    twin = clone(sep)
+    assert not hasattr(twin, "components_") and twin.get_params()["n_components"] == 2
+    twin.fit(X, y)
+    assert twin.spectrogram_ is not spec and sep.spectrogram_ is spec
+    x = (_tone(12, seed=7) + _tone(90, seed=8))[None]
+    np.testing.assert_allclose(twin.masks(x, 1), sep.masks(x, 1), atol=1e-6)
+
+
 def test_class_nmf_separation_checks_its_inputs(setup, separation):
     spec, _, _ = setup
     sep, y = separation

@@ -923,7 +923,7 @@ def test_fit_separation_fits_the_separation_explain_uses_by_default(setup, fitte
     pipe = copy.deepcopy(fitted)
     interp = pipe[-1].fit_separation(train.waveforms, y_train, n_components=2, max_iter=50)
     own = interp.separation_
-    assert own.spectrogram is pipe[0] and own.n_components == 2
+    assert own.spectrogram is own.spectrogram_ is pipe[0] and own.n_components == 2
     np.testing.assert_array_equal(own.components_, separation.components_)
     # without y the classifier's outputs on the clips: the same classes, the same blocks
     again = copy.deepcopy(fitted)[-1].fit_separation(train.waveforms, n_components=2, max_iter=50)
