@@ -184,6 +184,9 @@ FULL = {
     "scaling": (40, 80, 160),
     "scaling_epochs": None,  # the estimator's default: what a user's fit costs
     "gate_epochs": None,  # fit_gates' default
+    "cost_batch": 16,  # clips in the batch whose explain time is compared
+    "cost_repeats": 5,  # turns of the explain-cost comparison
+    "fit_cost_repeats": 2,  # turns of the cached-vs-recomputed fit comparison
 }
 QUICK = {
     "classifier_epochs": 12,
@@ -200,7 +203,11 @@ QUICK = {
     "max_train": 120,
     "scaling": (10, 20, 40),
     "scaling_epochs": 4,
-    "gate_epochs": 4,
+    "gate_epochs": 2,
+    # the cost section took half of a 10-minute --quick run on a slower 2-core machine
+    "cost_batch": 8,
+    "cost_repeats": 3,
+    "fit_cost_repeats": 1,
 }
 # --quick leaves out the ablation rows that each cost a refined explain of every condition (the
 # full run has them): the default row, "no refinement" and the official L2I row stay.
@@ -1014,12 +1021,13 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     from .dictionary import to_frames
 
     out: dict = {}
-    batch = test.waveforms[:16]
-    turns = _in_fresh_process(_explain_times, pipe, clf, batch)
+    batch = test.waveforms[: cfg["cost_batch"]]
+    turns = _in_fresh_process(_explain_times, pipe, clf, batch, cfg["cost_repeats"])
     times = _medians(turns)
     t_explain, t_plain, t_base = times["explain"], times["plain"], times["base"]
     out["explain_vs_forward_stft_istft"] = {
         "batch": len(batch),
+        "repeats": cfg["cost_repeats"],
         "refine_steps": REFINE_STEPS,
         "explain_seconds": t_explain,
         "explain_no_refinement_seconds": t_plain,
@@ -1050,7 +1058,7 @@ def cost_benchmark(clf, sr, pipe, train: AudioDataset, y_train, test: AudioDatas
     if "feature_cache" in interp.get_params():
 
         def fit_cost(est, what: str) -> dict:
-            times = _in_fresh_process(_fit_times, est, Xf, ysub, 2)  # clones it
+            times = _in_fresh_process(_fit_times, est, Xf, ysub, cfg["fit_cost_repeats"])
             _log(
                 f"cost: fit{what} cached {times['memory']:.1f} s vs recomputed {times['none']:.1f} s"
             )
