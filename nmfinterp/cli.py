@@ -452,6 +452,8 @@ def _cmd_fit(args) -> int:
         "classifier_output": to_scores,
         "output_type": args.output_type,
     }
+    if args.separation:
+        interp_params["separation"] = True
     if args.multilabel:
         interp_params.update(multilabel=True, faithfulness=0.0)
     elif args.faithfulness is not None:
@@ -469,8 +471,6 @@ def _cmd_fit(args) -> int:
     pipe.fit(X, y)
     if args.gate_epochs:
         pipe[-1].fit_gates(X, epochs=args.gate_epochs)
-    if args.separation:
-        pipe[-1].fit_separation(X, y)
     metrics: dict = {"n_clips": len(X), "fidelity_top1_train": float(pipe.score(X, y))}
     if labels is not None and class_names is not None and y.ndim == 2 and not args.multilabel:
         known = [i for i, lab in enumerate(labels) if lab in class_names]

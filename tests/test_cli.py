@@ -190,7 +190,7 @@ def test_fit_separation_then_explain_with_and_without_it(corpus, tmp_path, capsy
     assert main([*fit, "-o", str(model), *FAST, "--separation"]) == 0
     assert "class-block separation" in capsys.readouterr().out
     pipe = joblib.load(model)
-    assert pipe[-1].separation_.spectrogram_ is pipe[0]
+    assert pipe[-1].separation and pipe[-1].separation_.spectrogram_ is pipe[0]
     clip = root / "clips" / SYNTHETIC_CLASSES[0] / "00.wav"
     x, _ = sf.read(clip, dtype="float32")
     written = []  # the tiny classifier decides one class: explain another, which has no block

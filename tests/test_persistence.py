@@ -98,8 +98,10 @@ def test_projected_layers_round_trip_and_older_files_read_every_channel(setup, f
     for node in config["nodes"]:
         node["params"].pop("feature_components", None)
         node["params"].pop("temperature", None)
+        node["params"].pop("separation", None)
         node["fitted"].pop("temperature_", None)
     assert "feature_components" not in json.dumps(config)
+    assert "separation" not in json.dumps(config)
     assert "temperature" not in json.dumps(config)
     old = tmp_path / "old.safetensors"
     save_file(tensors, old, metadata={**meta, "config": json.dumps(config)})
@@ -111,10 +113,12 @@ def test_projected_layers_round_trip_and_older_files_read_every_channel(setup, f
                 **InterpreterEstimator.__init__.__kwdefaults__,
                 "feature_components": 3,
                 "temperature": 2.0,
+                "separation": True,
             },
         )
         back = load(old, classifier=clf)
     assert back[-1].feature_components is None and back[-1].temperature == 1.0
+    assert back[-1].separation is False
     _same_explanations(fitted, back, Xt)
 
 

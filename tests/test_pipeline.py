@@ -952,6 +952,27 @@ def test_fit_separation_fits_the_separation_explain_uses_by_default(setup, fitte
     assert not hasattr(refit[-1], "separation_")
 
 
+def test_separation_true_fits_it_with_the_pipeline(setup, fitted):
+    """InterpreterEstimator(separation=True): Pipeline.fit ends with fit_separation's defaults on
+    the same clips and outputs; a multilabel interpreter refuses it before training."""
+    clf, train, _, y_train, _ = setup
+    pipe = clone(fitted).set_params(
+        interpreterestimator__separation=True, interpreterestimator__epochs=2
+    )
+    with warnings.catch_warnings():  # two epochs: a warning that it agrees too little
+        warnings.simplefilter("ignore")
+        pipe.fit(train.waveforms, y_train)
+    sep = pipe[-1].separation_
+    assert sep.spectrogram_ is pipe[0] and sep.n_components == 8 // y_train.shape[1]
+    again = copy.deepcopy(pipe)[-1].fit_separation(train.waveforms, y_train).separation_
+    np.testing.assert_array_equal(sep.components_, again.components_)
+    assert not hasattr(clone(pipe)[-1], "separation_")  # a parameter, not carried by clone
+    with pytest.raises(ValueError, match="separation=True fits what the refinement"):
+        InterpreterEstimator(clf, layers=LAYERS, multilabel=True, separation=True).fit(
+            train.waveforms, y_train
+        )
+
+
 def test_fit_separation_names_what_it_cannot_use(setup, fitted):
     clf, train, _, y_train, _ = setup
     interp = copy.deepcopy(fitted)[-1]
