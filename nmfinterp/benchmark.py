@@ -696,7 +696,7 @@ def run_methods(
         # K / n_classes patterns a class, as many as nmfinterp's blocks
         t = time.perf_counter()
         separated = copy.copy(nmf_pipe[-1])
-        separated.fit_separation(train.waveforms, predict_logits(clf, train.waveforms))
+        separated.fit_separation(train.waveforms)  # on the classifier's outputs on them
         _log(f"class-block NMF separation learned in {time.perf_counter() - t:.0f} s")
     results: dict = {}
     for cname, cond in conditions.items():

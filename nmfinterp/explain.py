@@ -547,10 +547,9 @@ def _check_separation(separation, interpreter, refine_steps, contrast_penalties)
     """The separation to use: None, or a fitted class-block separation the refinement's contrast
     term can use (as many classes as the interpreter, on its spectrogram's grid); "auto" is the
     interpreter's own (``fit_separation``) where the refinement has a contrast term."""
+    weighted = bool(refine_steps) and any(contrast_penalties)  # a contrast term to weight
     if isinstance(separation, str) and separation == "auto":
-        if not refine_steps or not any(contrast_penalties):
-            return None
-        separation = getattr(interpreter, "separation_", None)
+        separation = getattr(interpreter, "separation_", None) if weighted else None
     if separation is None:
         return None
     if not hasattr(separation, "masks") or not hasattr(separation, "classes_"):
@@ -558,7 +557,7 @@ def _check_separation(separation, interpreter, refine_steps, contrast_penalties)
             f"separation={separation!r}; expected 'auto' (the interpreter's own, from "
             "fit_separation), a fitted nmfinterp.separation.ClassNMFSeparation, or None."
         )
-    if not refine_steps or not any(contrast_penalties):
+    if not weighted:
         raise ValueError(
             "separation weights the refinement's contrast term; it needs refine_steps > 0 and a "
             "contrast_penalty > 0 (the defaults), or leave separation='auto' (the default)."
@@ -755,7 +754,7 @@ def explain_clips(
                 r = relevance(z, theta, cls, centered)
                 # the separation's masks of the explained classes, once per batch
                 own = None
-                if separation is not None and refine_steps:
+                if separation is not None:  # only with refinement (_check_separation)
                     own = torch.as_tensor(separation.masks(x.numpy(), cls.numpy()))
 
                 # the refined gates of the clips ``rows`` (indices or a slice) at one weight
