@@ -200,7 +200,9 @@ def run_demo(
         # the dictionary stops at max_iter=200 before NMF's tol on purpose (measured: docs/method.md,
         # "Dictionary"); the demo says so below instead of showing sklearn's warning
         warnings.filterwarnings(
-            "ignore", category=ConvergenceWarning, module=r"sklearn\.decomposition"
+            "ignore",
+            category=ConvergenceWarning,
+            module=r"(sklearn\.decomposition|nmfinterp\.dictionary)",
         )
         pipe.fit(train.waveforms, y_train)
     fit_s = time.perf_counter() - t

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.decomposition import NMF, MiniBatchNMF, non_negative_factorization
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 from tqdm.auto import tqdm
@@ -28,6 +31,31 @@ MIN_PATTERNS_PER_CLASS = 10
 MIN_PREDICTED_CLASSES = 3
 #: the names the command lines give ``per_class``'s values (``--dictionary``)
 PER_CLASS_CHOICES = {"auto": "auto", "plain": False, "per_class": True}
+
+
+@contextmanager
+def _convergence_told_once(dictionary, n_fits: int):
+    """Collect sklearn's ConvergenceWarnings of a dictionary's ``n_fits`` NMF solves (a block's
+    fit each, and the activations of its error sample) and warn once for them all; other warnings
+    pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield
+    stops = 0
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            stops += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if stops:
+        warnings.warn(
+            f"NMFDictionary: {stops} of its {n_fits} NMF solves stopped at "
+            f"max_iter={dictionary.max_iter} before reaching tol={dictionary.tol}; raise max_iter "
+            "to converge (the default, 200, stops short on purpose: a converged dictionary was no "
+            "better for the interpreter, docs/method.md, 'Dictionary').",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
 
 def to_frames(V: np.ndarray) -> np.ndarray:
@@ -250,27 +278,28 @@ class NMFDictionary(TransformerMixin, BaseEstimator):
             groups = [(-1, np.ones(len(frames), bool), self.n_components)]
 
         blocks, owners, self.n_iter_ = [], [], 0
-        for c, sel, k in tqdm(
-            groups, desc="dictionary blocks", disable=not self.verbose or len(groups) == 1
-        ):
-            part = frames[sel]
-            if self.max_frames is not None and len(part) > self.max_frames:
-                part = part[rng.choice(len(part), self.max_frames, replace=False)]
-            if len(part) < k and self.init in (None, "nndsvd", "nndsvda", "nndsvdar"):
-                nmf = self._nmf(k).set_params(init="random")
-            else:
-                nmf = self._nmf(k)
-            nmf.fit(part)
-            self.n_iter_ = max(self.n_iter_, nmf.n_iter_)
-            blocks.append(nmf.components_)
-            owners.append(np.full(k, c))
-        self._set_components(np.vstack(blocks), np.concatenate(owners))
-        sample = (
-            frames
-            if len(frames) <= 20000
-            else frames[rng.choice(len(frames), 20000, replace=False)]
-        )
-        Ht = self._activations(sample)
+        with _convergence_told_once(self, len(groups) + 1):
+            for c, sel, k in tqdm(
+                groups, desc="dictionary blocks", disable=not self.verbose or len(groups) == 1
+            ):
+                part = frames[sel]
+                if self.max_frames is not None and len(part) > self.max_frames:
+                    part = part[rng.choice(len(part), self.max_frames, replace=False)]
+                if len(part) < k and self.init in (None, "nndsvd", "nndsvda", "nndsvdar"):
+                    nmf = self._nmf(k).set_params(init="random")
+                else:
+                    nmf = self._nmf(k)
+                nmf.fit(part)
+                self.n_iter_ = max(self.n_iter_, nmf.n_iter_)
+                blocks.append(nmf.components_)
+                owners.append(np.full(k, c))
+            self._set_components(np.vstack(blocks), np.concatenate(owners))
+            sample = (
+                frames
+                if len(frames) <= 20000
+                else frames[rng.choice(len(frames), 20000, replace=False)]
+            )
+            Ht = self._activations(sample)
         self.reconstruction_err_ = float(np.linalg.norm(sample - Ht @ self.components_))
         return self
 

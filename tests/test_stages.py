@@ -125,6 +125,25 @@ def test_per_class_blocks_learned_on_each_predicted_class():
     assert d.per_class_ is True
 
 
+def test_dictionary_tells_its_stops_at_max_iter_once():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    Xt = SpectrogramTransformer(n_fft=256).fit_transform(tones(n=6))
+    y = np.eye(3)[np.array([0, 0, 1, 1, 2, 2])]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        NMFDictionary(n_components=6, per_class=True, max_iter=2, random_state=0).fit(Xt, y)
+    stops = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    # three blocks and the error sample's activations, each stopped at 2 iterations: one warning
+    assert len(stops) == 1, [str(w.message) for w in caught]
+    assert "4 of its 4 NMF solves stopped at max_iter=2" in str(stops[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: nothing to tell
+        NMFDictionary(n_components=2, max_iter=5000, tol=1e-2, random_state=0).fit(Xt)
+
+
 def test_per_class_auto_learns_blocks_only_where_enough_classes_get_enough_patterns():
     from nmfinterp.dictionary import MIN_PATTERNS_PER_CLASS as MIN
     from nmfinterp.dictionary import MIN_PREDICTED_CLASSES as C
