@@ -22,8 +22,8 @@
    through the same mask -> ISTFT path: nmfinterp; nmfinterp without its refinement, with its
    amortised gates instead of the refinement (and with the gate network of 64 channels, the
    default before 32, or trained with the residual's weight of before, 1), with one dictionary
-   for all classes, four ablations of it, and its contrast term weighted by the class-block
-   separation below; L2I with its official selection on L2I's dictionary; nmfinterp trained with
+   for all classes, four ablations of it, its contrast term weighted by the class-block
+   separation below or by source gates learned from mixtures of the training clips; L2I with its official selection on L2I's dictionary; nmfinterp trained with
    ``faithfulness=1``; random components; all components; captum saliency, integrated gradients
    and occlusion; an L-MAC-style decoder; a black-box NMF explainer; supervised NMF separation
    with a block of magnitude patterns per class; and, on mixtures, an oracle that gates
@@ -126,6 +126,7 @@ METHODS = [
     "nmfinterp, residual_weight=1",
     "nmfinterp, per-clip gates, energy_penalty=0",
     "nmfinterp, class-block contrast",
+    "nmfinterp, source gates",
     "L2I, official selection",
     "nmfinterp, faithfulness=1",
     "random components",
@@ -222,6 +223,7 @@ QUICK_SKIPS = (
     "nmfinterp, residual_weight=1",
     "nmfinterp, per-clip gates, energy_penalty=0",
     "nmfinterp, class-block contrast",
+    "nmfinterp, source gates",
     "nmfinterp, faithfulness=1",
 )
 
@@ -585,7 +587,18 @@ def oracle_gate_masks(
 
 
 def _method_masks(
-    method, x, classes, ex, pipes, spec, lmac, blackbox, attributions, sources, separated=None
+    method,
+    x,
+    classes,
+    ex,
+    pipes,
+    spec,
+    lmac,
+    blackbox,
+    attributions,
+    sources,
+    separated=None,
+    source_gated=None,
 ):
     """Masks of one method for clips ``x`` and the domain they apply in."""
     if method == "nmfinterp":
@@ -625,6 +638,9 @@ def _method_masks(
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, class-block contrast":  # the row "class-block NMF separation"'s
         ex = explain(separated, x, classes=classes)  # separation="auto": its separation_
+        return np.stack(ex.masks), "linear"
+    if method == "nmfinterp, source gates":  # fit_source_gates on the training clips
+        ex = explain(source_gated, x, classes=classes)  # separation="auto": its source_gates_
         return np.stack(ex.masks), "linear"
     if method == "nmfinterp, one dictionary for all classes":  # the default dictionary before
         return np.stack(explain(pipes["one dictionary"], x, classes=classes).masks), "linear"
@@ -698,6 +714,11 @@ def run_methods(
         separated = copy.copy(nmf_pipe[-1])
         separated.fit_separation(train.waveforms)  # on the classifier's outputs on them
         _log(f"class-block NMF separation learned in {time.perf_counter() - t:.0f} s")
+    source_gated = None
+    if "nmfinterp, source gates" in methods:  # as users fit them, on a copy of the interpreter
+        t = time.perf_counter()
+        source_gated = copy.copy(nmf_pipe[-1]).fit_source_gates(train.waveforms)
+        _log(f"source gates learned in {time.perf_counter() - t:.0f} s")
     results: dict = {}
     for cname, cond in conditions.items():
         x, classes, deciding, other = explained_inputs(clf, cond, cname == "clean")
@@ -723,6 +744,7 @@ def run_methods(
                 attributions,
                 (deciding, other),
                 separated,
+                source_gated,
             )
             seconds = time.perf_counter() - t + (t_ex if method == "nmfinterp" else 0.0)
             r = score_masks(probs, spec, x, masks, classes, deciding, other, domain)

@@ -271,7 +271,7 @@ class _Faithfulness:
     the mask keeps; E_a: the part of it from components weighted by :func:`contrast_weights`,
     ``Σ M ⊙ |X|² ⊙ soft_mask(W, H, a)``, with the mask's own ``mask_ratio``, which needs ``H`` and
     the classifier's ``scores`` on ``x``; with ``separation_masks`` M_c, each bin's part is also
-    weighted by ``SEPARATION_SCALE · (1 − M_c)``)."""
+    weighted by ``separation_scale · (1 − M_c)``)."""
 
     def __init__(
         self,
@@ -286,6 +286,7 @@ class _Faithfulness:
         residual_weight: float = 1.0,
         mask_ratio: str = "log",
         separation_masks: torch.Tensor | None = None,
+        separation_scale: float = SEPARATION_SCALE,
     ):
         from .hooks import classifier_device
 
@@ -309,7 +310,7 @@ class _Faithfulness:
             a = contrast_weights(interpreter.class_usage_, probs.cpu(), classes.cpu())
             share = soft_mask(W, H.detach().cpu(), a, ratio=mask_ratio)
             if separation_masks is not None:  # towards the bins the other classes' patterns model
-                share = share * SEPARATION_SCALE * (1.0 - separation_masks.cpu())
+                share = share * separation_scale * (1.0 - separation_masks.cpu())
             self.contrast = self.power * share.to(self.dev)
         self.cls = classes.to(self.dev)
         self.cap = float(np.log(len(interpreter.classes_)))
@@ -351,6 +352,7 @@ def refine_selection(
     lr: float = REFINE_LR,
     temperature: float = 0.1,
     separation_masks: torch.Tensor | None = None,
+    separation_scale: float = SEPARATION_SCALE,
 ) -> torch.Tensor:
     """Components to keep, boolean gates ``(n_clips, K, T)``, refined through the frozen classifier.
 
@@ -371,8 +373,9 @@ def refine_selection(
     component for the whole clip (returned broadcast over the frames). ``mask_power`` and
     ``mask_ratio``: the mask's sharpness and ratio (:func:`soft_mask`), the same as the
     explanation's. ``separation_masks``: ``(n_clips, F, T)``, a
-    :class:`~nmfinterp.separation.ClassNMFSeparation`'s masks of the explained classes, which
-    weight the contrast term (see :func:`explain`).
+    :class:`~nmfinterp.separation.ClassNMFSeparation`'s masks of the explained classes (or the
+    source gates' masks), which weight the contrast term by ``separation_scale · (1 − M_c)`` (see
+    :func:`explain`).
     ``residual_weight`` w: how much
     the residual x − x_in must lose the decision (up to chance, log C) next to the explanation
     keeping it. Only the gates move (the
@@ -398,6 +401,7 @@ def refine_selection(
         residual_weight,
         mask_ratio,
         separation_masks,
+        separation_scale,
     )
     mask = lambda gates: soft_mask(W, H, gates, mask_power, mask_ratio)  # noqa: E731
     T = H.shape[-1]
@@ -547,21 +551,34 @@ def _check_separation(separation, interpreter, refine_steps, contrast_penalties)
     """The separation to use: None, or a fitted class-block separation the refinement's contrast
     term can use (as many classes as the interpreter, on its spectrogram's grid); "auto" is the
     interpreter's own (``fit_separation``) where the refinement has a contrast term."""
+    from .gates import GateNet
+
     weighted = bool(refine_steps) and any(contrast_penalties)  # a contrast term to weight
     if isinstance(separation, str) and separation == "auto":
-        separation = getattr(interpreter, "separation_", None) if weighted else None
+        own = getattr(interpreter, "source_gates_", None)
+        own = own if own is not None else getattr(interpreter, "separation_", None)
+        separation = own if weighted else None
     if separation is None:
         return None
-    if not hasattr(separation, "masks") or not hasattr(separation, "classes_"):
+    gates = isinstance(separation, GateNet)
+    if not gates and (not hasattr(separation, "masks") or not hasattr(separation, "classes_")):
         raise ValueError(
             f"separation={separation!r}; expected 'auto' (the interpreter's own, from "
-            "fit_separation), a fitted nmfinterp.separation.ClassNMFSeparation, or None."
+            "fit_source_gates or fit_separation), a fitted "
+            "nmfinterp.separation.ClassNMFSeparation, the interpreter's source_gates_, or None."
         )
     if not weighted:
         raise ValueError(
             "separation weights the refinement's contrast term; it needs refine_steps > 0 and a "
             "contrast_penalty > 0 (the defaults), or leave separation='auto' (the default)."
         )
+    if gates:
+        if separation.n_components != interpreter.n_components_ or not separation.context_channels:
+            raise ValueError(
+                "separation is a gate network for another interpreter: pass this interpreter's "
+                "source_gates_ (fit_source_gates), or 'auto'."
+            )
+        return separation
     n_classes, spec = len(interpreter.classes_), interpreter.spectrogram_
     if len(separation.classes_) != n_classes:
         raise ValueError(
@@ -613,6 +630,8 @@ def explain_clips(
     verbose: int = 0,
 ) -> Explanations:
     """Explain clips with a fitted :class:`~nmfinterp.InterpreterEstimator` (see :func:`explain`)."""
+    from .gates import SOURCE_GATES_SCALE, GateNet, source_masks
+
     spec, dico = interpreter.spectrogram_, interpreter.dictionary_
     if sr is not None and sr != spec.sr:
         raise ValueError(
@@ -753,13 +772,24 @@ def explain_clips(
                     cls = scores.argmax(-1)
                 r = relevance(z, theta, cls, centered)
                 # the separation's masks of the explained classes, once per batch
-                own = None
-                if separation is not None:  # only with refinement (_check_separation)
+                own, scale = None, SEPARATION_SCALE
+                if isinstance(separation, GateNet):  # the source gates (fit_source_gates)
+                    own = source_masks(interpreter, separation, H, z, cls, hidden)
+                    scale = SOURCE_GATES_SCALE
+                elif separation is not None:  # only with refinement (_check_separation)
                     own = torch.as_tensor(separation.masks(x.numpy(), cls.numpy()))
 
                 # the refined gates of the clips ``rows`` (indices or a slice) at one weight
                 def refine(
-                    rows, weight, x=x, H=H, shifted=r - threshold, cls=cls, scores=scores, own=own
+                    rows,
+                    weight,
+                    x=x,
+                    H=H,
+                    shifted=r - threshold,
+                    cls=cls,
+                    scores=scores,
+                    own=own,
+                    scale=scale,
                 ):
                     return refine_selection(
                         interpreter,
@@ -779,6 +809,7 @@ def explain_clips(
                         mask_ratio=mask_ratio,
                         lr=float(refine_lr),
                         separation_masks=None if own is None else own[rows],
+                        separation_scale=scale,
                     )
 
                 rows = torch.arange(len(idx))

@@ -303,3 +303,127 @@ def fit_gates(
             {"loss": total / n, "seconds": time.perf_counter() - t0, "stage": "objective"}
         )
     return net.eval(), history
+
+
+# ---------------------------------------------------------------------------------------------
+# source gates: which components carry the decided class's source, learned from mixtures
+# ---------------------------------------------------------------------------------------------
+#: how much more the refinement's contrast term charges a bin the source gates give to the other
+#: source (``2 · SOURCE_GATES_SCALE / 2 · (1 − M_s)``, as ``SEPARATION_SCALE`` does for the
+#: class-block separation); docs/method.md, "Source gates", measured 2, 4 and 8
+SOURCE_GATES_SCALE = 8.0
+
+
+def _source_mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng):
+    """``n_rounds`` rounds of two-clip mixtures of ``x`` as :func:`_mixtures` draws them (each clip
+    plus one of another class at -12..0 dB), with their two parts and the parts' classes."""
+    rms = lambda a: np.sqrt((a.astype(np.float64) ** 2).mean(-1, keepdims=True)) + 1e-8  # noqa: E731
+    first, second, c1, c2 = [], [], [], []
+    for _ in range(n_rounds):
+        a = np.arange(len(x))
+        b = rng.permutation(len(x))
+        ok = classes[a] != classes[b]
+        a, b = a[ok], b[ok]
+        gain = rng.uniform(0.25, 1.0, (len(a), 1))
+        first.append(x[a].astype(np.float32))
+        second.append((x[b] * (rms(x[a]) / rms(x[b])) * gain).astype(np.float32))
+        c1.append(classes[a])
+        c2.append(classes[b])
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)  # noqa: E731
+    return cat(first), cat(second), np.concatenate(c1 or [[]]), np.concatenate(c2 or [[]])
+
+
+def source_targets(interpreter, deciding: np.ndarray, other: np.ndarray) -> torch.Tensor:
+    """Which of the interpreter's components carry the deciding source in each frame, ``(n, K,
+    T)`` floats of 0 and 1: component k where its pattern correlates more with the deciding
+    source's log-magnitude than with the other's, Σ_f W_fk (V_d − V_o)_ft > 0 (the benchmark's
+    oracle gates, here on mixtures whose parts are known)."""
+    from .spectrogram import log_magnitude
+
+    spec = interpreter.spectrogram_
+    W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
+    out = []
+    for i in range(0, len(deciding), 64):
+        Vd = log_magnitude(spec.stft(torch.as_tensor(deciding[i : i + 64])))
+        Vo = log_magnitude(spec.stft(torch.as_tensor(other[i : i + 64])))
+        out.append((torch.einsum("fk,nft->nkt", W, Vd - Vo) > 0).float())
+    return torch.cat(out) if out else torch.zeros((0, W.shape[1], 0))
+
+
+def fit_source_gates(
+    interpreter,
+    X: np.ndarray,
+    *,
+    mixtures: int,
+    epochs: int,
+    lr: float,
+    hidden: int,
+    batch_size: int = 16,
+    random_state=None,
+    verbose: int = 0,
+) -> tuple[GateNet, list[dict]]:
+    """Train a :class:`GateNet` that tells, per component and frame, whether the interpreter's
+    component carries the source of the decided class, on ``mixtures`` rounds of two-clip mixtures
+    of the clips ``X`` (validated; the training clips), whose parts are known.
+
+    Each mixture the classifier decides as one of its parts' classes (the parts' classes: the
+    classifier's decisions on the clips) is a training row; its targets are
+    :func:`source_targets` of that part against the other; the loss is the binary cross-entropy of
+    the network's logits (Adam at ``lr``, cosine decay). It reads what the amortised gates read (H,
+    Θ, the selection and the interpreter's hidden representation): no classifier pass per step,
+    so it trains in about the time of the interpreter's features of the mixtures. Returns the
+    network (eval mode, CPU) and the mean loss and seconds of each epoch.
+    """
+    rng = np.random.default_rng(random_state)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+    _, _, scores, _ = _activations(interpreter, X)
+    first, second, c1, c2 = _source_mixtures(X, scores.argmax(-1).numpy(), mixtures, rng)
+    if len(first) == 0:
+        raise ValueError(
+            "fit_source_gates needs clips the classifier puts in at least two classes (the "
+            "mixtures are of clips of different classes); got none."
+        )
+    H, z, scores, hidden_rep = _activations(interpreter, first + second, context=True)
+    decided = scores.argmax(-1).numpy()
+    rows = np.flatnonzero((decided == c1) | (decided == c2))
+    if len(rows) == 0:
+        raise ValueError(
+            "the classifier decided none of the training mixtures as one of their clips' classes: "
+            "nothing to learn the source gates from."
+        )
+    own = (decided == c1)[rows, None]
+    targets = source_targets(
+        interpreter,
+        np.where(own, first[rows], second[rows]),
+        np.where(own, second[rows], first[rows]),
+    )
+    idx_rows = torch.as_tensor(rows)
+    H, z, hidden_rep = H[idx_rows], z[idx_rows], hidden_rep[idx_rows]
+    decided = torch.as_tensor(decided[rows])
+    theta = interpreter.module_.theta.weight.detach()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        net = GateNet(H.shape[1], hidden, context_channels=hidden_rep.shape[1])
+    bce = nn.BCEWithLogitsLoss()
+    n = len(rows)
+    opt, schedule = _cosine_adam(net, lr, epochs * -(-n // batch_size))
+    history = []
+    for _ in tqdm(range(epochs), desc="source gates", disable=verbose <= 0):
+        total, t0 = 0.0, time.perf_counter()
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            logits = net(H[idx], z[idx], theta, decided[idx], hidden_rep[idx])
+            loss = bce(logits, targets[idx])
+            _descend(opt, schedule, loss)
+            total += float(loss.detach()) * len(idx)
+        history.append({"loss": total / n, "seconds": time.perf_counter() - t0})
+    return net.eval(), history
+
+
+def source_masks(interpreter, net: GateNet, H, z, classes, hidden) -> torch.Tensor:
+    """The share of each bin the source gates give the decided class's source, ``(n, F, T)``:
+    the mask of every component weighted by the network's probability that it carries it."""
+    W = torch.as_tensor(interpreter.dictionary_.dictionary_, dtype=torch.float32)
+    theta = interpreter.module_.theta.weight.detach()
+    with torch.no_grad():
+        p = torch.sigmoid(net(H, z, theta, classes, hidden))
+    return soft_mask(W, H, p, 1.0, "linear")

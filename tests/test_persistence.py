@@ -79,6 +79,37 @@ def test_a_fitted_separation_round_trips_with_the_pipeline(setup, fitted, tmp_pa
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_source_gates_round_trip_with_the_pipeline(setup, fitted, tmp_path):
+    """fit_source_gates's network is saved with the interpreter (source_gates_ and its history):
+    loaded, explain weights its refinement by it as before, to the sample, and joblib too."""
+    import copy
+
+    import joblib
+
+    import torch
+
+    from nmfinterp.gates import GateNet
+
+    clf, X, _, Xt = setup
+    pipe = copy.deepcopy(fitted)
+    # this small classifier decides one class only (no mixtures of two to learn from): a network
+    # of the shape fit_source_gates trains, with weights drawn at random, stands in for it
+    interp = pipe[-1]
+    net = GateNet(interp.n_components_, 4, context_channels=interp.module_.decoder[0].in_channels)
+    torch.manual_seed(0)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    interp.source_gates_, interp.source_gates_history_ = net.eval(), [{"loss": 0.5, "seconds": 1.0}]
+    loaded = load(save(pipe, tmp_path / "gated.safetensors"), classifier=clf)
+    assert loaded[-1].source_gates_history_ == pipe[-1].source_gates_history_
+    a, b = explain(pipe, Xt, refine_steps=2), explain(loaded, Xt, refine_steps=2)
+    assert a.settings["separation"] is b.settings["separation"] is True
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    joblib.dump(pipe, tmp_path / "gated.joblib")
+    again = joblib.load(tmp_path / "gated.joblib")
+    np.testing.assert_array_equal(np.asarray(explain(again, Xt, refine_steps=2)), np.asarray(a))
+
+
 def test_projected_layers_round_trip_and_older_files_read_every_channel(setup, fitted, tmp_path):
     clf, X, y, Xt = setup  # blocks.0 and blocks.1: 64 channels each (C x mels)
     with warnings.catch_warnings():

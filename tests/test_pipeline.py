@@ -1009,3 +1009,119 @@ def test_a_separation_that_does_not_fit_the_pipeline_is_named(setup, fitted, sep
     )
     with pytest.raises(ValueError, match="fitted on 2 classes and the interpreter on"):
         explain(fitted, x, separation=fewer)
+
+
+def test_source_targets_follow_the_part_each_component_lies_in(setup, fitted):
+    """source_targets: component k is the deciding part's in frame t where its pattern correlates
+    more with that part's log-magnitude than with the other's; swapping the parts flips every
+    target that is not a tie."""
+    from nmfinterp.gates import source_targets
+
+    _, train, _, _, _ = setup
+    a, b = train.waveforms[:3], train.waveforms[-3:]
+    t_ab, t_ba = source_targets(fitted[-1], a, b), source_targets(fitted[-1], b, a)
+    assert t_ab.shape == (3, fitted[1].n_components_, fitted[0].n_frames_)
+    assert 0 < float(t_ab.mean()) < 1
+    assert torch.all(t_ab + t_ba <= 1) and float((t_ab + t_ba).mean()) > 0.95
+    # a part against silence: every component with any energy correlates more with the part
+    assert float(source_targets(fitted[-1], a, np.zeros_like(a)).mean()) > 0.95
+
+
+def test_fit_source_gates_learns_the_parts_and_explain_uses_them_by_default(setup, fitted):
+    """pipe[-1].fit_source_gates(X_train): a network that predicts the source targets of mixtures
+    of the training clips better than chance, saved as source_gates_; explain's refinement then
+    weights its contrast term by SOURCE_GATES_SCALE · (1 − M_s) (separation="auto"), before a
+    class-block separation; separation=None and a new fit leave it out."""
+    import importlib
+
+    from nmfinterp.gates import _activations, source_masks, source_targets
+
+    E = importlib.import_module("nmfinterp.explain")
+    G = importlib.import_module("nmfinterp.gates")
+    _, train, test, y_train, _ = setup
+    pipe = copy.deepcopy(fitted)
+    interp = pipe[-1].fit_source_gates(train.waveforms, mixtures=6, epochs=30)
+    hist = interp.source_gates_history_
+    assert len(hist) == 30 and hist[-1]["loss"] < hist[0]["loss"]
+    # on mixtures of its training clips it tells the parts apart (held-out clips: the benchmark)
+    a, b = train.waveforms[train.labels == 0][:6], train.waveforms[train.labels == 1][:6]
+    H, z, scores, hidden = _activations(interp, a + b, context=True)
+    cls = scores.argmax(-1)
+    first = (cls == 0).numpy()
+    target = source_targets(interp, np.where(first[:, None], a, b), np.where(first[:, None], b, a))
+    theta = interp.module_.theta.weight.detach()
+    with torch.no_grad():
+        guess = (interp.source_gates_(H, z, theta, cls, hidden) > 0).float()
+    hit = guess == target
+    balanced = 0.5 * (
+        float(hit[target == 1].float().mean()) + float(hit[target == 0].float().mean())
+    )
+    assert balanced > 0.75, balanced  # chance: 0.5
+
+    x = test.waveforms[:3]
+    ex = explain(pipe, x, refine_steps=5)
+    assert ex.settings["separation"] is True
+    off = explain(pipe, x, refine_steps=5, separation=None)
+    np.testing.assert_allclose(
+        np.asarray(off), np.asarray(explain(fitted, x, refine_steps=5)), atol=1e-6
+    )
+    assert not np.allclose(np.asarray(off), np.asarray(ex), atol=1e-4)
+    # the same weighting, by hand: the contrast term times SOURCE_GATES_SCALE (1 - M_s)
+    e0 = explain(fitted, x, refine_steps=0)
+    Hx = torch.as_tensor(np.stack(e0.activations))
+    feats, sx = interp._extract(x)
+    with torch.no_grad():
+        hid = interp.module_.hidden(feats, Hx.shape[-1])
+    own = source_masks(
+        interp, interp.source_gates_, Hx, interp.module_.pool(Hx), torch.as_tensor(e0.classes), hid
+    )
+    assert own.shape == (3, pipe[0].n_freqs_, pipe[0].n_frames_) and 0 < float(own.mean()) < 1
+    args = (
+        interp,
+        torch.as_tensor(x),
+        torch.as_tensor(e0.classes),
+        "linear",
+        0.3,
+        300.0,
+        Hx,
+        sx,
+        0.5,
+        "linear",
+    )
+    alone = E._Faithfulness(*args)
+    weighted = E._Faithfulness(*args, separation_masks=own, separation_scale=G.SOURCE_GATES_SCALE)
+    expected = alone.contrast * G.SOURCE_GATES_SCALE * (1 - own)
+    assert torch.allclose(weighted.contrast, expected, atol=1e-12)
+    # given explicitly, the same; with a class-block separation too, the source gates come first
+    given = explain(fitted, x, refine_steps=5, separation=interp.source_gates_)
+    np.testing.assert_allclose(np.asarray(given), np.asarray(ex), atol=1e-6)
+    both = copy.deepcopy(pipe)
+    both[-1].fit_separation(train.waveforms, y_train, n_components=2, max_iter=20)
+    np.testing.assert_allclose(
+        np.asarray(explain(both, x, refine_steps=5)), np.asarray(ex), atol=1e-6
+    )
+
+    refit = copy.deepcopy(pipe)
+    with warnings.catch_warnings():  # one epoch: a warning that it agrees too little
+        warnings.simplefilter("ignore")
+        refit[-1].set_params(epochs=1).fit(refit[:-1].transform(train.waveforms), y_train)
+    assert not hasattr(refit[-1], "source_gates_")
+
+
+def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
+    from nmfinterp.gates import GateNet
+
+    clf, train, test, y_train, _ = setup
+    interp = copy.deepcopy(fitted)[-1]
+    with pytest.raises(NotFittedError):
+        InterpreterEstimator(clf).fit_source_gates(train.waveforms)
+    for bad in ({"mixtures": 0}, {"epochs": 1.5}, {"hidden": True}, {"lr": 0.0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*expected a positive"):
+            interp.fit_source_gates(train.waveforms, **bad)
+    one_class = train.waveforms[train.labels == 0]
+    if len(np.unique(predict_logits(clf, one_class).argmax(1))) == 1:
+        with pytest.raises(ValueError, match="at least two classes"):
+            interp.fit_source_gates(one_class, mixtures=1, epochs=1)
+    assert not hasattr(interp, "source_gates_")
+    with pytest.raises(ValueError, match="a gate network for another interpreter"):
+        explain(fitted, test.waveforms[:1], separation=GateNet(3, 4, context_channels=2))
