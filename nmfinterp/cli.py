@@ -393,7 +393,11 @@ def _cmd_fit(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{str(out)!r} exists; choose another --out or pass --force to replace it.")
-    for flag, given in (("--gate-epochs", args.gate_epochs), ("--separation", args.separation)):
+    for flag, given in (
+        ("--gate-epochs", args.gate_epochs),
+        ("--separation", args.separation),
+        ("--source-gates", args.source_gates),
+    ):
         if given and args.multilabel:
             raise CLIError(
                 f"{flag} serves the refinement of single-label decisions; drop it with "
@@ -444,6 +448,12 @@ def _cmd_fit(args) -> int:
             f"{len(class_names)} class names ({', '.join(class_names)}) for {n_classes} classifier "
             "outputs; expected one name per output column."
         )
+    if args.source_gates and y.ndim == 2 and len(np.unique(y.argmax(1))) < 2:
+        raise CLIError(
+            "--source-gates learns from mixtures of clips of two different classes, and the "
+            "classifier puts every clip in one class; drop --source-gates or give clips of more "
+            "classes."
+        )
     n_fft = args.n_fft or default_n_fft(args.sr)
     layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
     interp_params = {
@@ -454,6 +464,8 @@ def _cmd_fit(args) -> int:
     }
     if args.separation:
         interp_params["separation"] = True
+    if args.source_gates:
+        interp_params["source_gates"] = True
     if args.multilabel:
         interp_params.update(multilabel=True, faithfulness=0.0)
     elif args.faithfulness is not None:
@@ -494,6 +506,7 @@ def _cmd_fit(args) -> int:
         f"fitted on {len(X)} clips ({pipe[1].n_components} components, {args.epochs} epochs"
         + (f", gate network {args.gate_epochs} epochs" if args.gate_epochs else "")
         + (", class-block separation" if args.separation else "")
+        + (", source gates" if args.source_gates else "")
         + "); "
         f"top-1 fidelity on those clips {metrics['fidelity_top1_train']:.3f}; "
         f"saved {out} and {_meta_path(out)}"
@@ -789,8 +802,9 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-separation",
         action="store_true",
-        help="with refinement, do not weight the contrast term by the model's class-block "
-        "separation (fit with --separation); without one this changes nothing",
+        help="with refinement, do not weight the contrast term by the model's source gates or "
+        "class-block separation (fit with --source-gates or --separation); without them this "
+        "changes nothing",
     )
     p.add_argument(
         "--amortised",
@@ -913,6 +927,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fit a class-block NMF separation that weights the refinement's contrast term "
         "(keeps more of the deciding source of mixtures for a little faithfulness and about "
         "1.2x the explain time; off by default)",
+    )
+    fit.add_argument(
+        "--source-gates",
+        action="store_true",
+        help="then learn, from mixtures of the clips, which components carry the decided "
+        "class's source; they weight the refinement's contrast term (keeps more of the deciding "
+        "source of mixtures; before --separation's; off by default)",
     )
     fit.add_argument("--multilabel", action="store_true", help="sigmoid outputs, one per class")
     fit.add_argument("--random-state", type=int, default=0, help="seed (%(default)s)")

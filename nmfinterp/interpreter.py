@@ -456,6 +456,12 @@ class InterpreterEstimator(BaseEstimator):
         refinement's contrast term by (:meth:`fit_separation` with its defaults, on the same
         clips and outputs): more of the deciding source of mixtures kept for about 0.01 less FF
         and about 1.2x the explain time (docs/method.md). Single-label interpreters only.
+    source_gates : bool, default=False
+        Also learn, at the end of ``fit``, the source gates that ``explain`` weights the
+        refinement's contrast term by (:meth:`fit_source_gates` with its defaults, on the same
+        clips), before a separation's: on ESC-10 more of the deciding source of mixtures kept
+        at the defaults' faithfulness and explain time, for about 2.5x the interpreter's fit time
+        (docs/method.md, "Source gates"). Single-label interpreters only.
     device : str, default="cpu"
         Where Ψ and Θ train. The fitted module is kept on the CPU, so a pickle made on a GPU loads
         anywhere; prediction falls back to the CPU when this device is not available.
@@ -546,6 +552,7 @@ class InterpreterEstimator(BaseEstimator):
         "feature_cache_dir": [str, Path, None],
         "warm_start": ["boolean"],
         "separation": ["boolean"],
+        "source_gates": ["boolean"],
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -582,6 +589,7 @@ class InterpreterEstimator(BaseEstimator):
         feature_cache_dir=None,
         warm_start=False,
         separation=False,
+        source_gates=False,
         device="cpu",
         random_state=None,
         verbose=0,
@@ -614,6 +622,7 @@ class InterpreterEstimator(BaseEstimator):
         self.feature_cache_dir = feature_cache_dir
         self.warm_start = warm_start
         self.separation = separation
+        self.source_gates = source_gates
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -765,6 +774,8 @@ class InterpreterEstimator(BaseEstimator):
                         self.__dict__.pop(name, None)
             if self.separation and not self.interrupted_:
                 self.fit_separation(X, y)
+            if self.source_gates and not self.interrupted_:
+                self.fit_source_gates(X)
         return self
 
     def _fit(self, X, y):
@@ -802,11 +813,12 @@ class InterpreterEstimator(BaseEstimator):
             _to_probabilities(targets, self.output_type_, self.multilabel), self.temperature_
         )
 
-        if self.separation and self.multilabel:
-            raise ValueError(
-                "separation=True fits what the refinement of single-label decisions uses; "
-                "use separation=False with multilabel=True (explained without refinement)."
-            )
+        for name in ("separation", "source_gates"):
+            if getattr(self, name) and self.multilabel:
+                raise ValueError(
+                    f"{name}=True fits what the refinement of single-label decisions uses; "
+                    f"use {name}=False with multilabel=True (explained without refinement)."
+                )
         if self.faithfulness > 0 and self.multilabel:
             raise ValueError(
                 "faithfulness > 0 is implemented for single-label classifiers; use multilabel=False."

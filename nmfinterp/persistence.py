@@ -43,7 +43,12 @@ _CALLABLE_PARAMS = ("classifier_input", "classifier_output")
 #: parameters added after files of this format were first written, with the value that gives
 #: what a file without them holds (whatever today's default is)
 _ADDED_PARAMS = {
-    "InterpreterEstimator": {"feature_components": None, "temperature": 1.0, "separation": False}
+    "InterpreterEstimator": {
+        "feature_components": None,
+        "temperature": 1.0,
+        "separation": False,
+        "source_gates": False,
+    }
 }
 
 

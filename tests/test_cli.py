@@ -441,3 +441,19 @@ def test_console_script_runs_as_a_process(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("nmfinterp explain: error: model ")
     assert "Traceback" not in done.stderr
+
+
+def test_fit_source_gates_needs_two_classes_and_says_so_before_fitting(corpus, tmp_path, capsys):
+    root, _, _ = corpus
+    model = tmp_path / "gated.joblib"
+    fit = ["fit", str(root / "clips"), "--classifier", "nmfinterp.classifiers:LogMelCNN"]
+    fit += ["--classifier-kwargs", json.dumps(KWARGS), "--weights", str(root / "weights.pt")]
+    # the tiny classifier decides one class on every clip: nothing to mix, told before the fit
+    assert main([*fit, "-o", str(model), *FAST, "--source-gates"]) == 2
+    err = capsys.readouterr().err
+    assert "--source-gates learns from mixtures of clips of two different classes" in err
+    assert not model.exists()
+    assert main([*fit, "-o", str(model), *FAST, "--source-gates", "--multilabel"]) == 2
+    assert "--source-gates serves the refinement of single-label decisions" in (
+        capsys.readouterr().err
+    )

@@ -85,7 +85,6 @@ def test_source_gates_round_trip_with_the_pipeline(setup, fitted, tmp_path):
     import copy
 
     import joblib
-
     import torch
 
     from nmfinterp.gates import GateNet

@@ -1125,3 +1125,37 @@ def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
     assert not hasattr(interp, "source_gates_")
     with pytest.raises(ValueError, match="a gate network for another interpreter"):
         explain(fitted, test.waveforms[:1], separation=GateNet(3, 4, context_channels=2))
+
+
+def test_source_gates_true_learns_them_with_the_pipeline(setup, fitted):
+    """InterpreterEstimator(source_gates=True): Pipeline.fit ends with fit_source_gates's
+    defaults on the same clips; a multilabel interpreter refuses it before training; clone
+    carries the parameter, not the network."""
+    import importlib
+
+    G = importlib.import_module("nmfinterp.gates")
+    clf, train, _, y_train, _ = setup
+    pipe = clone(fitted).set_params(
+        interpreterestimator__source_gates=True, interpreterestimator__epochs=2
+    )
+    calls = []
+    real = G.fit_source_gates
+
+    def spy(interpreter, X, **kw):
+        calls.append((len(X), kw["mixtures"], kw["epochs"]))
+        return real(interpreter, X, **{**kw, "epochs": 2})
+
+    G.fit_source_gates = spy
+    try:
+        with warnings.catch_warnings():  # two epochs: a warning that it agrees too little
+            warnings.simplefilter("ignore")
+            pipe.fit(train.waveforms, y_train)
+    finally:
+        G.fit_source_gates = real
+    assert calls == [(len(train.waveforms), 10, 60)]  # fit_source_gates's defaults
+    assert len(pipe[-1].source_gates_history_) == 2
+    assert clone(pipe)[-1].source_gates is True and not hasattr(clone(pipe)[-1], "source_gates_")
+    with pytest.raises(ValueError, match="source_gates=True fits what the refinement"):
+        InterpreterEstimator(clf, layers=LAYERS, multilabel=True, source_gates=True).fit(
+            train.waveforms, y_train
+        )
