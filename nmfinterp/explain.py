@@ -1016,16 +1016,20 @@ def explain(
         kept less of an interfering source at every faithfulness target still met, on three
         splits (docs/method.md, "The mask's ratio"). The refinement optimises through the same
         mask.
-    separation : "auto", nmfinterp.separation.ClassNMFSeparation or None, default="auto"
-        With refinement and a contrast term, a class-block separation
-        (:class:`~nmfinterp.separation.ClassNMFSeparation`) fitted on the training clips and the
-        classifier's outputs on them, on the pipeline's spectrogram: the contrast term's energy in
-        each bin is then weighted by ``SEPARATION_SCALE · (1 − M_c)`` (2 (1 − M_c)), M_c the
+    separation : "auto", nmfinterp.separation.ClassNMFSeparation, GateNet or None, default="auto"
+        A hint that weights the contrast term of the refinement (with refinement and a contrast
+        term only). The interpreter's source gates
+        (:meth:`~nmfinterp.InterpreterEstimator.fit_source_gates`, ``source_gates_``): the
+        contrast term's energy in each bin is weighted by ``SOURCE_GATES_SCALE · (1 − M_s)``
+        (8 (1 − M_s)), M_s the share of the bin that the network gives the decided class's
+        source. Or a class-block separation (:class:`~nmfinterp.separation.ClassNMFSeparation`)
+        fitted on the training clips and the classifier's outputs on them, on the pipeline's
+        spectrogram: weighted by ``SEPARATION_SCALE · (1 − M_c)`` (2 (1 − M_c)), M_c the
         separation's mask of the explained class, so that the term charges most the bins the
-        other classes' own patterns model. ``"auto"`` (the default): the interpreter's own, when
-        :meth:`~nmfinterp.InterpreterEstimator.fit_separation` fitted one (it is not fitted
-        unless asked for), else none; ``None``: the contrast term alone. Measured in
-        docs/method.md ("The separation as a hint for the contrast term").
+        other classes' own patterns model. ``"auto"`` (the default): the interpreter's source
+        gates when it has them, else its own separation (``fit_separation``), else none (neither
+        is fitted unless asked for); ``None``: the contrast term alone. Measured in
+        docs/method.md ("Source gates", "The separation as a hint for the contrast term").
     batch_size : int or None, default=None
         Clips explained together (the classifier, the interpreter and the STFT run on one batch at
         a time); ``None``: the interpreter's ``batch_size``.
