@@ -548,9 +548,11 @@ def _residual_weight(value) -> float:
 
 
 def _check_separation(separation, interpreter, refine_steps, contrast_penalties):
-    """The separation to use: None, or a fitted class-block separation the refinement's contrast
-    term can use (as many classes as the interpreter, on its spectrogram's grid); "auto" is the
-    interpreter's own (``fit_separation``) where the refinement has a contrast term."""
+    """The hint to use: None, the interpreter's source gates (a ``GateNet`` for its K
+    components, reading its hidden representation), or a fitted class-block separation the
+    refinement's contrast term can use (as many classes as the interpreter, on its spectrogram's
+    grid); "auto" is the interpreter's own (``fit_source_gates``, else ``fit_separation``) where
+    the refinement has a contrast term."""
     from .gates import GateNet
 
     weighted = bool(refine_steps) and any(contrast_penalties)  # a contrast term to weight
