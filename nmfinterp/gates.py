@@ -130,9 +130,10 @@ class GateNet(nn.Module):
         return start[:, :, None] + self.body[1:](y + fixed[:, :, None])
 
 
-def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndarray:
-    """Each clip plus another clip the classifier puts in another class, the other at -12..0 dB."""
-    out = []
+def _mixture_rounds(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng):
+    """For each of ``n_rounds`` rounds: the clips ``a`` (all of them, in order, less those paired
+    with their own class), a random partner ``b`` of another class for each, and the factors
+    ``ratio · gain`` that put the partner at -12..0 dB under the clip (RMS ratio, random gain)."""
     rms = lambda a: np.sqrt((a.astype(np.float64) ** 2).mean(-1, keepdims=True)) + 1e-8  # noqa: E731
     for _ in range(n_rounds):
         a = np.arange(len(x))
@@ -140,7 +141,15 @@ def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndar
         ok = classes[a] != classes[b]
         a, b = a[ok], b[ok]
         gain = rng.uniform(0.25, 1.0, (len(a), 1))
-        out.append((x[a] + x[b] * (rms(x[a]) / rms(x[b])) * gain).astype(np.float32))
+        yield a, b, rms(x[a]) / rms(x[b]), gain
+
+
+def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndarray:
+    """Each clip plus another clip the classifier puts in another class, the other at -12..0 dB."""
+    out = [
+        (x[a] + x[b] * ratio * gain).astype(np.float32)
+        for a, b, ratio, gain in _mixture_rounds(x, classes, n_rounds, rng)
+    ]
     return np.concatenate(out) if out else np.zeros((0, x.shape[1]), np.float32)
 
 
@@ -316,17 +325,11 @@ SOURCE_GATES_SCALE = 8.0
 
 def _source_mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng):
     """``n_rounds`` rounds of two-clip mixtures of ``x`` as :func:`_mixtures` draws them (each clip
-    plus one of another class at -12..0 dB), with their two parts and the parts' classes."""
-    rms = lambda a: np.sqrt((a.astype(np.float64) ** 2).mean(-1, keepdims=True)) + 1e-8  # noqa: E731
+    plus one of another class at -12..0 dB), as their two parts and the parts' classes."""
     first, second, c1, c2 = [], [], [], []
-    for _ in range(n_rounds):
-        a = np.arange(len(x))
-        b = rng.permutation(len(x))
-        ok = classes[a] != classes[b]
-        a, b = a[ok], b[ok]
-        gain = rng.uniform(0.25, 1.0, (len(a), 1))
+    for a, b, ratio, gain in _mixture_rounds(x, classes, n_rounds, rng):
         first.append(x[a].astype(np.float32))
-        second.append((x[b] * (rms(x[a]) / rms(x[b])) * gain).astype(np.float32))
+        second.append((x[b] * ratio * gain).astype(np.float32))
         c1.append(classes[a])
         c2.append(classes[b])
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)  # noqa: E731
