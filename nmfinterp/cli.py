@@ -396,7 +396,7 @@ def _cmd_fit(args) -> int:
     for flag, given in (
         ("--gate-epochs", args.gate_epochs),
         ("--separation", args.separation),
-        ("--source-gates", args.source_gates),
+        ("--source-gates", args.source_gates is True),
     ):
         if given and args.multilabel:
             raise CLIError(
@@ -448,11 +448,11 @@ def _cmd_fit(args) -> int:
             f"{len(class_names)} class names ({', '.join(class_names)}) for {n_classes} classifier "
             "outputs; expected one name per output column."
         )
-    if args.source_gates and y.ndim == 2 and len(np.unique(y.argmax(1))) < 2:
+    if args.source_gates is True and y.ndim == 2 and len(np.unique(y.argmax(1))) < 2:
         raise CLIError(
             "--source-gates learns from mixtures of clips of two different classes, and the "
-            "classifier puts every clip in one class; drop --source-gates or give clips of more "
-            "classes."
+            "classifier puts every clip in one class; drop --source-gates (by default they are "
+            "learned when they can be) or give clips of more classes."
         )
     n_fft = args.n_fft or default_n_fft(args.sr)
     layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
@@ -464,8 +464,7 @@ def _cmd_fit(args) -> int:
     }
     if args.separation:
         interp_params["separation"] = True
-    if args.source_gates:
-        interp_params["source_gates"] = True
+    interp_params["source_gates"] = "auto" if args.source_gates is None else args.source_gates
     if args.multilabel:
         interp_params.update(multilabel=True, faithfulness=0.0)
     elif args.faithfulness is not None:
@@ -506,7 +505,7 @@ def _cmd_fit(args) -> int:
         f"fitted on {len(X)} clips ({pipe[1].n_components} components, {args.epochs} epochs"
         + (f", gate network {args.gate_epochs} epochs" if args.gate_epochs else "")
         + (", class-block separation" if args.separation else "")
-        + (", source gates" if args.source_gates else "")
+        + (", source gates" if hasattr(pipe[-1], "source_gates_") else "")
         + "); "
         f"top-1 fidelity on those clips {metrics['fidelity_top1_train']:.3f}; "
         f"saved {out} and {_meta_path(out)}"
@@ -930,10 +929,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--source-gates",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="then learn, from mixtures of the clips, which components carry the decided "
         "class's source; they weight the refinement's contrast term (keeps more of the deciding "
-        "source of mixtures; before --separation's; off by default)",
+        "source of mixtures for about 2.5x the interpreter's fit time; before --separation's). "
+        "Default: learned when they can be (single-label, clips of two classes or more, no "
+        "--separation); --source-gates insists, --no-source-gates leaves them out",
     )
     fit.add_argument("--multilabel", action="store_true", help="sigmoid outputs, one per class")
     fit.add_argument("--random-state", type=int, default=0, help="seed (%(default)s)")

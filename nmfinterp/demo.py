@@ -214,8 +214,10 @@ def run_demo(
             "fitted the interpreter closer to the classifier; docs/method.md, 'Dictionary')"
         )
     fidelity = pipe.score(test.waveforms, y_test)
+    source_gates = hasattr(pipe[-1], "source_gates_")
     log(
-        f"interpreter: K={n_components}, top-1 fidelity on held-out clips {fidelity:.3f} (fit {fit_s:.0f} s)"
+        f"interpreter: K={n_components}, top-1 fidelity on held-out clips {fidelity:.3f} (fit "
+        f"{fit_s:.0f} s{', source gates included' if source_gates else ''})"
     )
 
     t = time.perf_counter()
@@ -264,6 +266,7 @@ def run_demo(
         "n_components": n_components,
         "interpreter_epochs": epochs,
         "fidelity_top1": fidelity,
+        "source_gates": source_gates,
         "fit_seconds": fit_s,
         "explain_seconds_per_clip": explain_s,
         "clean": {k: {"mean": v[0], "ci95": [v[1], v[2]]} for k, v in scores.items()},
@@ -308,7 +311,7 @@ def _markdown(r: dict) -> str:
         f"- data: {r['data']} ({r['n_train']} training / {r['n_test']} test clips); classes: {', '.join(r['classes'])}",
         f"- classifier test accuracy: {r['classifier_accuracy']:.3f}",
         f"- interpreter (K = {r['n_components']}): top-1 fidelity {r['fidelity_top1']:.3f}, "
-        f"fit {r['fit_seconds']:.0f} s, explain {1000 * r['explain_seconds_per_clip']:.0f} ms per clip",
+        f"fit {r['fit_seconds']:.0f} s{' (source gates included)' if r.get('source_gates') else ''}, explain {1000 * r['explain_seconds_per_clip']:.0f} ms per clip",
         "",
         "| clean clips | mean | 95% CI |",
         "|---|---|---|",

@@ -323,6 +323,11 @@ def fit_gates(
 SOURCE_GATES_SCALE = 8.0
 
 
+class SourceGatesUnavailable(ValueError):
+    """The clips give the source gates nothing to learn from: the classifier puts them all in
+    one class, or decides none of their mixtures as one of their parts' classes."""
+
+
 def _source_mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng):
     """``n_rounds`` rounds of two-clip mixtures of ``x`` as :func:`_mixtures` draws them (each clip
     plus one of another class at -12..0 dB), as their two parts and the parts' classes."""
@@ -379,18 +384,26 @@ def fit_source_gates(
     """
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
-    _, _, scores, _ = _activations(interpreter, X)
-    first, second, c1, c2 = _source_mixtures(X, scores.argmax(-1).numpy(), mixtures, rng)
+    from .explain import _classifier_scores
+
+    step = interpreter.batch_size
+    decisions = [
+        _classifier_scores(interpreter, X[i : i + step]).argmax(-1) for i in range(0, len(X), step)
+    ]
+    first, second, c1, c2 = _source_mixtures(X, torch.cat(decisions).numpy(), mixtures, rng)
     if len(first) == 0:
-        raise ValueError(
+        raise SourceGatesUnavailable(
             "fit_source_gates needs clips the classifier puts in at least two classes (the "
             "mixtures are of clips of different classes); got none."
         )
     H, z, scores, hidden_rep = _activations(interpreter, first + second, context=True)
     decided = scores.argmax(-1).numpy()
-    rows = np.flatnonzero((decided == c1) | (decided == c2))
+    # a class the interpreter's Θ has (fitted on predicted labels, it may have fewer than the
+    # classifier's outputs)
+    explained = decided < interpreter.module_.theta.weight.shape[0]
+    rows = np.flatnonzero(((decided == c1) | (decided == c2)) & explained)
     if len(rows) == 0:
-        raise ValueError(
+        raise SourceGatesUnavailable(
             "the classifier decided none of the training mixtures as one of their clips' classes: "
             "nothing to learn the source gates from."
         )

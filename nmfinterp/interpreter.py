@@ -341,6 +341,11 @@ def _infer_output_type(y: np.ndarray, multilabel: bool) -> str:
     return "probabilities" if in_range and np.allclose(y.sum(axis=1), 1, atol=1e-3) else "logits"
 
 
+def _switched_on(value) -> bool:
+    """A parameter of True or "auto" set to True (numpy's bools too), not "auto"."""
+    return not isinstance(value, str) and bool(value)
+
+
 class InterpreterEstimator(BaseEstimator):
     """Train L2I's interpreter of a frozen torch classifier, the scikit-learn way.
 
@@ -456,12 +461,17 @@ class InterpreterEstimator(BaseEstimator):
         refinement's contrast term by (:meth:`fit_separation` with its defaults, on the same
         clips and outputs): more of the deciding source of mixtures kept for about 0.01 less FF
         and about 1.2x the explain time (docs/method.md). Single-label interpreters only.
-    source_gates : bool, default=False
+    source_gates : {"auto", True, False}, default="auto"
         Also learn, at the end of ``fit``, the source gates that ``explain`` weights the
         refinement's contrast term by (:meth:`fit_source_gates` with its defaults, on the same
-        clips), before a separation's: on ESC-10 more of the deciding source of mixtures kept
-        at the defaults' faithfulness and explain time, for about 2.5x the interpreter's fit time
-        (docs/method.md, "Source gates"). Single-label interpreters only.
+        clips), before a separation's: on ESC-10 and the spoken digits more of the deciding
+        source of mixtures kept at the same faithfulness and explain time, for about 2.5x the
+        interpreter's fit time (docs/method.md, "Source gates"). "auto": learned when they can
+        be, that is for a single-label interpreter without ``separation=True`` whose classifier
+        puts the training clips in two classes or more (otherwise ``fit`` ends without them:
+        ``source_gates_`` is absent); True: learned, or ``fit`` refuses what they cannot be
+        learned from (multilabel, one class); False: not learned (the fit's time is the
+        interpreter's alone).
     device : str, default="cpu"
         Where Ψ and Θ train. The fitted module is kept on the CPU, so a pickle made on a GPU loads
         anywhere; prediction falls back to the CPU when this device is not available.
@@ -552,7 +562,7 @@ class InterpreterEstimator(BaseEstimator):
         "feature_cache_dir": [str, Path, None],
         "warm_start": ["boolean"],
         "separation": ["boolean"],
-        "source_gates": ["boolean"],
+        "source_gates": [StrOptions({"auto"}), "boolean"],
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -589,7 +599,7 @@ class InterpreterEstimator(BaseEstimator):
         feature_cache_dir=None,
         warm_start=False,
         separation=False,
-        source_gates=False,
+        source_gates="auto",
         device="cpu",
         random_state=None,
         verbose=0,
@@ -774,9 +784,26 @@ class InterpreterEstimator(BaseEstimator):
                         self.__dict__.pop(name, None)
             if self.separation and not self.interrupted_:
                 self.fit_separation(X, y)
-            if self.source_gates and not self.interrupted_:
+            if _switched_on(self.source_gates) and not self.interrupted_:
                 self.fit_source_gates(X)
+            elif self._auto_source_gates():
+                from .gates import SourceGatesUnavailable
+
+                try:
+                    self.fit_source_gates(X)
+                except SourceGatesUnavailable:  # clips of one class, or no mixture to learn from
+                    pass
         return self
+
+    def _auto_source_gates(self) -> bool:
+        """Whether ``source_gates="auto"`` learns them after this fit (what they need aside from
+        the classifier's decisions, which ``fit_source_gates`` checks)."""
+        return (
+            isinstance(self.source_gates, str)
+            and not self.interrupted_
+            and not self.multilabel
+            and not _switched_on(self.separation)
+        )
 
     def _fit(self, X, y):
         self._validate_params()
@@ -814,7 +841,7 @@ class InterpreterEstimator(BaseEstimator):
         )
 
         for name in ("separation", "source_gates"):
-            if getattr(self, name) and self.multilabel:
+            if _switched_on(getattr(self, name)) and self.multilabel:
                 raise ValueError(
                     f"{name}=True fits what the refinement of single-label decisions uses; "
                     f"use {name}=False with multilabel=True (explained without refinement)."
@@ -1312,8 +1339,11 @@ class InterpreterEstimator(BaseEstimator):
         magnitude patterns learned by KL-NMF on those clips. Afterwards ``explain`` (by default,
         ``separation="auto"``) weights the refinement's contrast term in each bin by
         2 (1 − M_c), M_c the separation's share of the bin for the explained class, so that it
-        charges most what the other classes' own patterns model. Saved and loaded with the
-        interpreter (``separation_``), dropped by the next ``fit``. Single-label interpreters only.
+        charges most what the other classes' own patterns model; where the interpreter has
+        source gates too (``source_gates="auto"``, the default, learns them unless
+        ``separation=True``), "auto" takes those, and ``separation=interp.separation_`` this.
+        Saved and loaded with the interpreter (``separation_``), dropped by the next ``fit``.
+        Single-label interpreters only.
 
         On ESC-10 (three splits) and spoken digits it kept more of the deciding source of
         equal-level mixtures (energy share +0.8 to +3.5 points, SI-SDR gap +1.4 to +2.2 dB) at

@@ -64,6 +64,8 @@ def make_pipe(clf, k=8, **kw):
             batch_size=16,
             faithfulness=kw.pop("faithfulness", 1.0),  # the training term's path (off by default)
             faithfulness_epochs=3,
+            # the source gates' own tests ask for them; the rest keep the interpreter's fit alone
+            source_gates=kw.pop("source_gates", False),
             random_state=0,
             **kw,
         ),
@@ -1125,6 +1127,36 @@ def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
     assert not hasattr(interp, "source_gates_")
     with pytest.raises(ValueError, match="a gate network for another interpreter"):
         explain(fitted, test.waveforms[:1], separation=GateNet(3, 4, context_channels=2))
+
+
+def test_source_gates_auto_learns_them_where_they_can_be(setup, fitted):
+    """The default, source_gates="auto": a single-label fit on clips the classifier puts in two
+    classes or more ends with the source gates (as source_gates=True would); one whose clips it
+    puts in one class, a multilabel one and one asked for a separation end without them, and
+    without an error."""
+    clf, train, _, y_train, _ = setup
+    assert InterpreterEstimator(clf).get_params()["source_gates"] == "auto"
+    assert len(np.unique(y_train.argmax(1))) > 1
+    with warnings.catch_warnings():  # two epochs: a warning that it agrees too little
+        warnings.simplefilter("ignore")
+        auto = make_pipe(clf, epochs=2, source_gates="auto").fit(train.waveforms, y_train)
+        assert len(auto[-1].source_gates_history_) == 60  # fit_source_gates's defaults
+        decided = y_train.argmax(1)
+        same = decided == np.bincount(decided).argmax()  # the clips it puts in one class
+        single = make_pipe(clf, epochs=2, source_gates="auto").fit(
+            train.waveforms[same], y_train[same]
+        )
+        assert not hasattr(single[-1], "source_gates_")
+        with pytest.raises(ValueError, match="at least two classes"):
+            make_pipe(clf, epochs=2, source_gates=True).fit(train.waveforms[same], y_train[same])
+        multi = make_pipe(clf, epochs=2, faithfulness=0.0, multilabel=True)
+        multi.set_params(interpreterestimator__source_gates="auto")
+        multi.fit(train.waveforms, y_train)
+        assert not hasattr(multi[-1], "source_gates_")
+        separated = make_pipe(clf, epochs=2, source_gates="auto", separation=True)
+        separated.fit(train.waveforms, y_train)
+        assert hasattr(separated[-1], "separation_")
+        assert not hasattr(separated[-1], "source_gates_")
 
 
 def test_source_gates_true_learns_them_with_the_pipeline(setup, fitted):
