@@ -814,6 +814,19 @@ def render(
             f"| {label} | {r['n_components']} | {r['fidelity_top1']:.3f} | {r['fit_seconds']:.0f} | "
             f"{r['fit_seconds_per_clip']:.2f} |"
         )
+    gated = {
+        key: sum(h["seconds"] for h in r["source_gates_history"])
+        for key, r in res["interpreters"].items()
+        if r.get("source_gates_history")  # recorded since source_gates="auto"
+    }
+    if gated:
+        lines += [
+            "",
+            'Fits that ended with the source gates (`source_gates="auto"`, the default), the '
+            "seconds of their network's training within the fit time above: "
+            + "; ".join(f"{key} {seconds:.0f} s" for key, seconds in gated.items())
+            + " (the rest of theirs: the interpreter's features of the training mixtures).",
+        ]
     gates = res["interpreters"]["nmfinterp"].get("gates")
     previous = res["interpreters"]["nmfinterp"].get("previous_gates")
     residual_1 = res["interpreters"]["nmfinterp"].get("residual_weight_1_gates")

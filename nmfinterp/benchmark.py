@@ -90,7 +90,7 @@ from .explain import (
     explain,
     soft_mask,
 )
-from .gates import GATES_RESIDUAL_WEIGHT
+from .gates import GATES_RESIDUAL_WEIGHT, SourceGatesUnavailable
 from .interpreter import InterpreterEstimator
 from .metrics import energy_share, explanation_scores, mask_complexity, mask_sparseness, mean_ci
 from .metrics import si_sdr as _si_sdr
@@ -189,6 +189,7 @@ FULL = {
     "cost_batch": 16,  # clips in the batch whose explain time is compared
     "cost_repeats": 5,  # turns of the explain-cost comparison
     "fit_cost_repeats": 2,  # turns of the cached-vs-recomputed fit comparison
+    "source_gates": None,  # fit_source_gates's defaults, as source_gates="auto" fits them
 }
 QUICK = {
     "classifier_epochs": 12,
@@ -210,6 +211,8 @@ QUICK = {
     "cost_batch": 8,
     "cost_repeats": 3,
     "fit_cost_repeats": 1,
+    # fit_source_gates's settings after each fit (as the epochs above, shorter than the defaults)
+    "source_gates": {"mixtures": 2, "epochs": 10},
 }
 # --quick leaves out the ablation rows that each cost a refined explain of every condition (the
 # full run has them): the default row, "no refinement" and the official L2I row stay.
@@ -523,6 +526,9 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     faithfulness = params.get("faithfulness", InterpreterEstimator().faithfulness)
     if cfg["faithfulness_epochs"] is not None and faithfulness > 0:
         params.setdefault("faithfulness_epochs", cfg["faithfulness_epochs"])
+    shorter = cfg.get("source_gates") is not None and params.get("source_gates", "auto") == "auto"
+    if shorter:  # learned below with cfg's settings instead of the defaults
+        params["source_gates"] = False
     pipe = build_pipeline(
         clf,
         sr,
@@ -534,6 +540,13 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     )
     t = time.perf_counter()
     pipe.fit(train.waveforms, y_train)
+    if shorter:
+        interp = pipe[-1].set_params(source_gates="auto")
+        if interp._auto_source_gates():
+            try:
+                interp.fit_source_gates(train.waveforms, **cfg["source_gates"])
+            except SourceGatesUnavailable:
+                pass
     return pipe, time.perf_counter() - t
 
 

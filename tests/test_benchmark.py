@@ -209,6 +209,48 @@ def test_the_dictionary_is_an_argument_of_the_benchmark(capsys):
     assert "--dictionary: invalid choice: 'blocks'" in capsys.readouterr().err
 
 
+def test_quick_fits_shorter_source_gates_and_the_full_run_the_defaults(monkeypatch):
+    """cfg["source_gates"]: None (the full run) leaves source_gates="auto" to the fit; settings
+    (--quick) fit the interpreter without them and then fit_source_gates with those settings,
+    where "auto" would have learned them; an interpreter asked for source_gates=False gets none."""
+    import nmfinterp.benchmark as bench
+
+    seen, calls = [], []
+
+    class Interp:
+        multilabel = separation = interrupted_ = False
+
+        def set_params(self, **kw):
+            self.source_gates = kw["source_gates"]
+            return self
+
+        _auto_source_gates = bench.InterpreterEstimator._auto_source_gates
+
+        def fit_source_gates(self, X, **kw):
+            calls.append(kw)
+
+    class Fitted(list):
+        def fit(self, X, y):
+            return self
+
+    def fake_build(*args, **kwargs):
+        seen.append(kwargs)
+        return Fitted([Interp()])
+
+    monkeypatch.setattr(bench, "build_pipeline", fake_build)
+    clips = types.SimpleNamespace(waveforms=np.zeros((2, 8)))
+    cfg = {"n_components": 4, "epochs": 1, "faithfulness_epochs": None}
+    bench._fit_pipeline(None, 16000, cfg | {"source_gates": None}, clips, np.zeros((2, 3)))
+    assert "source_gates" not in seen[-1] and calls == []
+    quick = cfg | {"source_gates": bench.QUICK["source_gates"]}
+    pipe, _ = bench._fit_pipeline(None, 16000, quick, clips, np.zeros((2, 3)))
+    assert seen[-1]["source_gates"] is False and calls == [bench.QUICK["source_gates"]]
+    assert pipe[-1].source_gates == "auto"
+    bench._fit_pipeline(None, 16000, quick, clips, np.zeros((2, 3)), source_gates=False)
+    assert seen[-1]["source_gates"] is False and len(calls) == 1
+    assert bench.FULL["source_gates"] is None
+
+
 def test_the_interpreters_pooling_is_an_argument_of_the_benchmark(monkeypatch, capsys):
     import nmfinterp.benchmark as bench
 

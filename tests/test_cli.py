@@ -457,3 +457,10 @@ def test_fit_source_gates_needs_two_classes_and_says_so_before_fitting(corpus, t
     assert "--source-gates serves the refinement of single-label decisions" in (
         capsys.readouterr().err
     )
+    # without the flag they are learned where they can be; here they cannot, and the fit goes on
+    assert main([*fit, "-o", str(model), *FAST]) == 0
+    assert "source gates" not in capsys.readouterr().out
+    interp = joblib.load(model)[-1]
+    assert interp.source_gates == "auto" and not hasattr(interp, "source_gates_")
+    assert main([*fit, "-o", str(model), *FAST, "--no-source-gates", "--force"]) == 0
+    assert joblib.load(model)[-1].source_gates is False
