@@ -620,7 +620,8 @@ def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
 def l2i_training(res: dict) -> str:
     """How the "constant" interpreter (L2I's training) differs from the defaults, in their params."""
     ours, l2i = (res["interpreters"][k].get("params", {}) for k in ("nmfinterp", "constant"))
-    diff = {k: v for k, v in l2i.items() if ours.get(k) != v}
+    # the source gates' fit does not change the interpreter whose fidelity the row shows
+    diff = {k: v for k, v in l2i.items() if ours.get(k) != v and k != "source_gates"}
     if not diff:  # results from before params were saved: only the schedule differed
         diff = {"lr_schedule": "constant"}
     return ", ".join(f"{k}={v!r}".replace("'", '"') for k, v in sorted(diff.items()))
