@@ -501,6 +501,17 @@ def _classifier_scores(interpreter, waveforms: np.ndarray) -> torch.Tensor:
     return scores.cpu()
 
 
+def _batched_classifier_scores(interpreter, waveforms: np.ndarray) -> torch.Tensor:
+    """:func:`_classifier_scores` of ``waveforms``, ``interpreter.batch_size`` clips at a time."""
+    step = interpreter.batch_size
+    return torch.cat(
+        [
+            _classifier_scores(interpreter, waveforms[i : i + step])
+            for i in range(0, len(waveforms), step)
+        ]
+    )
+
+
 def _lost(interpreter, explained, scores, cls, keep_confidence) -> torch.Tensor:
     """Which explanations (the classifier's outputs on them, ``explained``) no longer hold the
     decision: the classifier does not decide them as ``cls``, or (``keep_confidence`` > 0) gives

@@ -384,13 +384,10 @@ def fit_source_gates(
     """
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
-    from .explain import _classifier_scores
+    from .explain import _batched_classifier_scores
 
-    step = interpreter.batch_size
-    decisions = [
-        _classifier_scores(interpreter, X[i : i + step]).argmax(-1) for i in range(0, len(X), step)
-    ]
-    first, second, c1, c2 = _source_mixtures(X, torch.cat(decisions).numpy(), mixtures, rng)
+    decisions = _batched_classifier_scores(interpreter, X).argmax(-1).numpy()
+    first, second, c1, c2 = _source_mixtures(X, decisions, mixtures, rng)
     if len(first) == 0:
         raise SourceGatesUnavailable(
             "fit_source_gates needs clips the classifier puts in at least two classes (the "

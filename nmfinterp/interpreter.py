@@ -1365,7 +1365,7 @@ class InterpreterEstimator(BaseEstimator):
         max_iter : int, default=200
             Iterations of each NMF fit (the blocks, and a clip's activations in ``explain``).
         """
-        from .explain import _classifier_scores
+        from .explain import _batched_classifier_scores
         from .separation import ClassNMFSeparation
 
         check_is_fitted(self, "module_")
@@ -1385,12 +1385,7 @@ class InterpreterEstimator(BaseEstimator):
             check_waveforms(X, min_samples=self.spectrogram_.n_fft // 2 + 1), dtype=np.float32
         )
         if y is None:
-            y = torch.cat(
-                [
-                    _classifier_scores(self, clips[i : i + self.batch_size])
-                    for i in range(0, len(clips), self.batch_size)
-                ]
-            ).numpy()
+            y = _batched_classifier_scores(self, clips).numpy()
         y = check_outputs(y, len(clips), n_classes=len(self.classes_), name="y")
         self.separation_ = ClassNMFSeparation(
             self.spectrogram_,
