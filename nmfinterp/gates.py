@@ -328,19 +328,6 @@ class SourceGatesUnavailable(ValueError):
     one class, or decides none of their mixtures as one of their parts' classes."""
 
 
-def _source_mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng):
-    """``n_rounds`` rounds of two-clip mixtures of ``x`` as :func:`_mixtures` draws them (each clip
-    plus one of another class at -12..0 dB), as their two parts and the parts' classes."""
-    first, second, c1, c2 = [], [], [], []
-    for a, b, ratio, gain in _mixture_rounds(x, classes, n_rounds, rng):
-        first.append(x[a].astype(np.float32))
-        second.append((x[b] * ratio * gain).astype(np.float32))
-        c1.append(classes[a])
-        c2.append(classes[b])
-    cat = lambda parts: np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)  # noqa: E731
-    return cat(first), cat(second), np.concatenate(c1 or [[]]), np.concatenate(c2 or [[]])
-
-
 def source_targets(interpreter, deciding: np.ndarray, other: np.ndarray) -> torch.Tensor:
     """Which of the interpreter's components carry the deciding source in each frame, ``(n, K,
     T)`` floats of 0 and 1: component k where its pattern correlates more with the deciding
@@ -358,6 +345,71 @@ def source_targets(interpreter, deciding: np.ndarray, other: np.ndarray) -> torc
     return torch.cat(out) if out else torch.zeros((0, W.shape[1], 0))
 
 
+def _source_rows(
+    interpreter, X: np.ndarray, decisions: np.ndarray, n_rounds: int, max_mixtures: int, rng
+):
+    """:func:`fit_source_gates`' training rows: ``n_rounds`` rounds of two-clip mixtures of ``X``
+    as :func:`_mixtures` draws them (each clip plus one of another class at -12..0 dB; the
+    classes: the classifier's ``decisions`` on ``X``), at most ``max_mixtures`` in all (the last
+    round a random subset of its own), as ``(H, z, hidden, decided, targets)`` tensors of the
+    mixtures the classifier decides as one of their parts' classes (a class the interpreter's Θ
+    has), ``targets`` (bool) the :func:`source_targets` of that part.
+
+    Round by round, into tensors of room for every mixture (pages never written take no memory):
+    only the kept rows' features outlive their round, not the mixtures' waveforms (their parts
+    and sum are each the size of ``X``), and no copy of all the rows is made at the end."""
+    n_classes = interpreter.module_.theta.weight.shape[0]
+    room = min(max_mixtures, n_rounds * len(X))
+    out: dict[str, torch.Tensor] = {}
+    n_mixtures = n_rows = 0
+    for a, b, ratio, gain in _mixture_rounds(X, decisions, n_rounds, rng):
+        if n_mixtures >= max_mixtures:
+            break
+        if n_mixtures + len(a) > max_mixtures:
+            pick = np.sort(rng.choice(len(a), max_mixtures - n_mixtures, replace=False))
+            a, b, ratio, gain = a[pick], b[pick], ratio[pick], gain[pick]
+        n_mixtures += len(a)
+        if not len(a):
+            continue
+        first, second = X[a].astype(np.float32), (X[b] * ratio * gain).astype(np.float32)
+        H, z, scores, hidden = _activations(interpreter, first + second, context=True)
+        decided = scores.argmax(-1).numpy()
+        # a class the interpreter's Θ has (fitted on predicted labels, it may have fewer than
+        # the classifier's outputs)
+        rows = np.flatnonzero(
+            ((decided == decisions[a]) | (decided == decisions[b])) & (decided < n_classes)
+        )
+        if not len(rows):
+            continue
+        own = (decided == decisions[a])[rows, None]
+        deciding = np.where(own, first[rows], second[rows])
+        other = np.where(own, second[rows], first[rows])
+        idx = torch.as_tensor(rows)
+        parts = {
+            "H": H[idx],
+            "z": z[idx],
+            "hidden": hidden[idx],
+            "decided": torch.as_tensor(decided[rows]),
+            "targets": source_targets(interpreter, deciding, other).bool(),
+        }
+        for key, part in parts.items():
+            if key not in out:
+                out[key] = torch.empty((room, *part.shape[1:]), dtype=part.dtype)
+            out[key][n_rows : n_rows + len(rows)] = part
+        n_rows += len(rows)
+    if n_mixtures == 0:
+        raise SourceGatesUnavailable(
+            "fit_source_gates needs clips the classifier puts in at least two classes (the "
+            "mixtures are of clips of different classes); got none."
+        )
+    if n_rows == 0:
+        raise SourceGatesUnavailable(
+            "the classifier decided none of the training mixtures as one of their clips' classes: "
+            "nothing to learn the source gates from."
+        )
+    return tuple(out[key][:n_rows] for key in ("H", "z", "hidden", "decided", "targets"))
+
+
 def fit_source_gates(
     interpreter,
     X: np.ndarray,
@@ -366,6 +418,7 @@ def fit_source_gates(
     epochs: int,
     lr: float,
     hidden: int,
+    max_mixtures: int = 3000,
     batch_size: int = 16,
     random_state=None,
     verbose: int = 0,
@@ -387,45 +440,22 @@ def fit_source_gates(
     from .explain import _batched_classifier_scores
 
     decisions = _batched_classifier_scores(interpreter, X).argmax(-1).numpy()
-    first, second, c1, c2 = _source_mixtures(X, decisions, mixtures, rng)
-    if len(first) == 0:
-        raise SourceGatesUnavailable(
-            "fit_source_gates needs clips the classifier puts in at least two classes (the "
-            "mixtures are of clips of different classes); got none."
-        )
-    H, z, scores, hidden_rep = _activations(interpreter, first + second, context=True)
-    decided = scores.argmax(-1).numpy()
-    # a class the interpreter's Θ has (fitted on predicted labels, it may have fewer than the
-    # classifier's outputs)
-    explained = decided < interpreter.module_.theta.weight.shape[0]
-    rows = np.flatnonzero(((decided == c1) | (decided == c2)) & explained)
-    if len(rows) == 0:
-        raise SourceGatesUnavailable(
-            "the classifier decided none of the training mixtures as one of their clips' classes: "
-            "nothing to learn the source gates from."
-        )
-    own = (decided == c1)[rows, None]
-    targets = source_targets(
-        interpreter,
-        np.where(own, first[rows], second[rows]),
-        np.where(own, second[rows], first[rows]),
+    H, z, hidden_rep, decided, targets = _source_rows(
+        interpreter, X, decisions, mixtures, max_mixtures, rng
     )
-    idx_rows = torch.as_tensor(rows)
-    H, z, hidden_rep = H[idx_rows], z[idx_rows], hidden_rep[idx_rows]
-    decided = torch.as_tensor(decided[rows])
     theta = interpreter.module_.theta.weight.detach()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         net = GateNet(H.shape[1], hidden, context_channels=hidden_rep.shape[1])
     bce = nn.BCEWithLogitsLoss()
-    n = len(rows)
+    n = len(decided)
     opt, schedule = _cosine_adam(net, lr, epochs * -(-n // batch_size))
     history = []
     for _ in tqdm(range(epochs), desc="source gates", disable=verbose <= 0):
         total, t0 = 0.0, time.perf_counter()
         for idx in torch.randperm(n, generator=gen).split(batch_size):
             logits = net(H[idx], z[idx], theta, decided[idx], hidden_rep[idx])
-            loss = bce(logits, targets[idx])
+            loss = bce(logits, targets[idx].float())
             _descend(opt, schedule, loss)
             total += float(loss.detach()) * len(idx)
         history.append({"loss": total / n, "seconds": time.perf_counter() - t0})

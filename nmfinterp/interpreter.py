@@ -1403,6 +1403,7 @@ class InterpreterEstimator(BaseEstimator):
         epochs: int = 60,
         hidden: int = 32,
         lr: float = 3e-3,
+        max_mixtures: int = 3000,
     ):
         """Learn which of the interpreter's components carry the decided class's source, from
         mixtures of the training clips whose parts are known; returns ``self``.
@@ -1432,6 +1433,12 @@ class InterpreterEstimator(BaseEstimator):
         mixtures : int, default=10
             Rounds of mixtures (each about ``n_clips`` mixtures).
         epochs, hidden, lr : the network's training length, channels and Adam's rate.
+        max_mixtures : int, default=3000
+            At most this many mixtures in all (the rounds stop there; the last one is a random
+            subset of its clips): it bounds the fit's memory and time on a large corpus. The
+            features of each mixture are kept for the epochs (H, the hidden representation and
+            the targets: about 0.27 MB a 5 s clip at 16 kHz with K=100, so about 0.8 GB at
+            3000); the mixtures' waveforms are made and dropped round by round.
         """
         from .gates import fit_source_gates
 
@@ -1441,7 +1448,12 @@ class InterpreterEstimator(BaseEstimator):
                 "fit_source_gates weights the refinement of single-label decisions; this "
                 "interpreter is multilabel=True (explained without refinement)."
             )
-        for name, value in (("mixtures", mixtures), ("epochs", epochs), ("hidden", hidden)):
+        for name, value in (
+            ("mixtures", mixtures),
+            ("epochs", epochs),
+            ("hidden", hidden),
+            ("max_mixtures", max_mixtures),
+        ):
             if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r}; expected a positive integer.")
         if isinstance(lr, bool) or not isinstance(lr, Real) or not (np.isfinite(lr) and lr > 0):
@@ -1459,6 +1471,7 @@ class InterpreterEstimator(BaseEstimator):
                 epochs=int(epochs),
                 lr=float(lr),
                 hidden=int(hidden),
+                max_mixtures=int(max_mixtures),
                 random_state=self.random_state,
                 verbose=self.verbose,
             )

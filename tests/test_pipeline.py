@@ -1110,6 +1110,50 @@ def test_fit_source_gates_learns_the_parts_and_explain_uses_them_by_default(setu
     assert not hasattr(refit[-1], "source_gates_")
 
 
+def test_source_rows_are_made_round_by_round_and_stop_at_max_mixtures(setup, fitted, monkeypatch):
+    """fit_source_gates' training rows (gates._source_rows), made round by round: the same rows
+    as the interpreter's features of all the rounds' mixtures at once, the targets as bools;
+    max_mixtures bounds the mixtures the interpreter explains (the last round a random subset)."""
+    import importlib
+
+    from nmfinterp.explain import _batched_classifier_scores
+
+    G = importlib.import_module("nmfinterp.gates")
+    _, train, _, _, _ = setup
+    interp, X = fitted[-1], train.waveforms
+    decisions = _batched_classifier_scores(interp, X).argmax(-1).numpy()
+    H, z, hidden, decided, targets = G._source_rows(
+        interp, X, decisions, 2, 10_000, np.random.default_rng(0)
+    )
+    rounds = list(G._mixture_rounds(X, decisions, 2, np.random.default_rng(0)))
+    a, b = (np.concatenate([r[i] for r in rounds]) for i in (0, 1))
+    second = np.concatenate([X[r[1]] * r[2] * r[3] for r in rounds]).astype(np.float32)
+    H_all, z_all, scores, hidden_all = G._activations(interp, X[a] + second, context=True)
+    d = scores.argmax(-1).numpy()
+    rows = np.flatnonzero((d == decisions[a]) | (d == decisions[b]))
+    assert 0 < len(rows) == len(decided) and torch.equal(decided, torch.as_tensor(d[rows]))
+    for got, want in ((H, H_all), (z, z_all), (hidden, hidden_all)):
+        torch.testing.assert_close(got, want[torch.as_tensor(rows)], atol=1e-5, rtol=1e-4)
+    own = (d == decisions[a])[rows, None]
+    want = G.source_targets(
+        interp,
+        np.where(own, X[a][rows], second[rows]),
+        np.where(own, second[rows], X[a][rows]),
+    )
+    assert targets.dtype == torch.bool and torch.equal(targets, want.bool())
+
+    explained = []
+    real = G._activations
+
+    def counting(interpreter, x, context=False):
+        explained.append(len(x))
+        return real(interpreter, x, context)
+
+    monkeypatch.setattr(G, "_activations", counting)
+    capped = G._source_rows(interp, X, decisions, 3, 7, np.random.default_rng(0))
+    assert sum(explained) == 7 and len(capped[3]) <= 7
+
+
 def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
     from nmfinterp.gates import GateNet
 
@@ -1117,7 +1161,8 @@ def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
     interp = copy.deepcopy(fitted)[-1]
     with pytest.raises(NotFittedError):
         InterpreterEstimator(clf).fit_source_gates(train.waveforms)
-    for bad in ({"mixtures": 0}, {"epochs": 1.5}, {"hidden": True}, {"lr": 0.0}):
+    bads = ({"mixtures": 0}, {"epochs": 1.5}, {"hidden": True}, {"lr": 0.0}, {"max_mixtures": 0})
+    for bad in bads:
         with pytest.raises(ValueError, match=f"{next(iter(bad))}=.*expected a positive"):
             interp.fit_source_gates(train.waveforms, **bad)
     one_class = train.waveforms[train.labels == 0]
@@ -1174,7 +1219,7 @@ def test_source_gates_true_learns_them_with_the_pipeline(setup, fitted):
     real = G.fit_source_gates
 
     def spy(interpreter, X, **kw):
-        calls.append((len(X), kw["mixtures"], kw["epochs"]))
+        calls.append((len(X), kw["mixtures"], kw["epochs"], kw["max_mixtures"]))
         return real(interpreter, X, **{**kw, "epochs": 2})
 
     G.fit_source_gates = spy
@@ -1184,7 +1229,7 @@ def test_source_gates_true_learns_them_with_the_pipeline(setup, fitted):
             pipe.fit(train.waveforms, y_train)
     finally:
         G.fit_source_gates = real
-    assert calls == [(len(train.waveforms), 10, 60)]  # fit_source_gates's defaults
+    assert calls == [(len(train.waveforms), 10, 60, 3000)]  # fit_source_gates's defaults
     assert len(pipe[-1].source_gates_history_) == 2
     assert clone(pipe)[-1].source_gates is True and not hasattr(clone(pipe)[-1], "source_gates_")
     with pytest.raises(ValueError, match="source_gates=True fits what the refinement"):
