@@ -337,17 +337,26 @@ def gates_lines(study: dict) -> list[str]:
     return lines
 
 
-def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
-    """How far explain's settings take the equal-level share, from benchmarks/share_ceiling.py's
-    JSON (``name``: its file's stem)."""
-    command = "python benchmarks/share_ceiling.py"
-    title = "How far explain's settings take the deciding source's share"
+def _study_header(study: dict, script: str, name: str, title: str) -> tuple[str, str]:
+    """A study's section title and command: ``benchmarks/<script>.py``, with the split where it is
+    not the default one (folds 1-3 -> 4) and ``--out`` where its JSON (``name``) is not the
+    default file."""
+    command = f"python benchmarks/{script}.py"
     train_folds, test_fold = study["train_folds"], study["test_fold"]
     if list(train_folds) != [1, 2, 3] or test_fold != 4:
         title += f", trained on folds {list(train_folds)}, tested on fold {test_fold}"
         command += f" --train-folds {' '.join(map(str, train_folds))} --test-fold {test_fold}"
-    if name != "share_ceiling":
+    if name != script:
         command += f" --out benchmarks/results/{name}.json"
+    return title, command
+
+
+def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
+    """How far explain's settings take the equal-level share, from benchmarks/share_ceiling.py's
+    JSON (``name``: its file's stem)."""
+    title, command = _study_header(
+        study, "share_ceiling", name, "How far explain's settings take the deciding source's share"
+    )
     where, auc = study["default_shortfall"], study["separability"]
     lines = [
         "",
@@ -394,6 +403,50 @@ def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
         for score, value in auc.items()
         if score not in ("cells_kept", "other_source_weight_share")
     ]
+    return lines
+
+
+def source_gates_study_lines(study: dict, name: str = "source_gates_study") -> list[str]:
+    """The source gates' training settings against their fit's time, memory and share, from
+    benchmarks/source_gates_study.py's JSON (``name``: its file's stem)."""
+    title, command = _study_header(
+        study, "source_gates_study", name, "The source gates' settings: time, memory and share"
+    )
+    n = study["n_explained"]
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
+        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
+        f"fidelity {study['fidelity_top1']:.3f}, fitted without source gates in "
+        f"{study['pipeline_fit_seconds']:.0f} s on {study['n_train']} clips): "
+        "`fit_source_gates` with each setting, each in a fresh process ('memory': its peak "
+        "resident memory above what the process held before the fit), then the test fold's "
+        f"equal-level ({n['mix_equal']}) and 0.8/0.2 ({n['mix_0.8_0.2']}) mixtures decided as one "
+        "source's class explained with explain's defaults.",
+        "",
+        "| setting | fit (s) | network (s) | memory (MiB) | equal share | equal gap (dB) "
+        "| equal FF | 0.8/0.2 share | 0.8/0.2 FF |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setting, r in study["results"].items():
+        eq, mild = r["conditions"]["mix_equal"], r["conditions"]["mix_0.8_0.2"]
+        cost = (
+            ["–"] * 3
+            if r["params"] is None
+            else [
+                f"{r['seconds']:.0f}",
+                f"{r['network_seconds']:.0f}",
+                f"{r['peak_above_mib']:.0f}",
+            ]
+        )
+        lines.append(
+            f"| {setting} | "
+            + " | ".join(cost)
+            + f" | {cell(eq['energy_share'], '.3f')} | {cell(eq['si_sdr_gap'], '.1f')} | "
+            f"{cell(eq['FF'])} | {cell(mild['energy_share'], '.3f')} | {cell(mild['FF'])} |"
+        )
     return lines
 
 
@@ -774,6 +827,7 @@ def render(
     device: dict | None = None,
     dictionaries: list[tuple[dict, str]] = (),
     share_ceilings: list[tuple[dict, str]] = (),
+    source_gates_studies: list[tuple[dict, str]] = (),
     datasets: list[tuple[dict, str]] = (),
     own_rows: list[tuple[dict, str]] = (),
 ) -> str:
@@ -1086,6 +1140,8 @@ def render(
         lines += gates_lines(gates_study)
     for study, name in share_ceilings if not s["quick"] else ():
         lines += share_ceiling_lines(study, name)
+    for study, name in source_gates_studies if not s["quick"] else ():
+        lines += source_gates_study_lines(study, name)
     if device is not None and not s["quick"]:
         lines += device_lines(device)
     return "\n".join(lines)
@@ -1186,6 +1242,11 @@ def main(argv=None):
             [
                 (json.loads(p.read_text()), p.stem)
                 for p in sorted((ROOT / "benchmarks" / "results").glob("share_ceiling*.json"))
+            ],
+            # source_gates_study.py's runs: the default split, then the others (--out ...)
+            [
+                (json.loads(p.read_text()), p.stem)
+                for p in sorted((ROOT / "benchmarks" / "results").glob("source_gates_study*.json"))
             ],
             # other datasets: benchmarks/fsdd_digits.py
             [

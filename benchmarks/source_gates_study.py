@@ -20,6 +20,7 @@ Raw results: ``benchmarks/results/source_gates_study.json`` (``--out`` for anoth
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     _in_fresh_process,
     _log,
     _peak_rss_mib,
+    _rss_mib,
     _softmax,
     add_split_arguments,
     explained_inputs,
@@ -63,17 +65,6 @@ METRICS = ("energy_share", "si_sdr_gap", "Fid-In", "FF", "AD")
 NONE = "no source gates (separation=None)"
 
 
-def _rss_mib() -> float:
-    """This process's resident memory now (MiB; Linux's /proc, else its peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return _peak_rss_mib()
-
-
 def _fit_gates_measured(interp, X, params: dict) -> dict:
     """``interp.fit_source_gates(X, **params)`` in this (fresh) process: the network, its
     history, the seconds, and the peak resident memory above the memory held before it."""
@@ -85,8 +76,8 @@ def _fit_gates_measured(interp, X, params: dict) -> dict:
     t = time.perf_counter()
     interp.fit_source_gates(X, **params)
     seconds = time.perf_counter() - t
-    return {
-        "net": interp.source_gates_,
+    return {  # the network as bytes: torch's queue would share its tensors with a process ending
+        "net": pickle.dumps(interp.source_gates_),
         "history": interp.source_gates_history_,
         "seconds": seconds,
         "rss_before_mib": before,
@@ -136,7 +127,8 @@ def main(argv=None) -> int:
     results[NONE] = {"params": None, "conditions": scores(separation=None)}
     for name, params in SETTINGS.items():
         fit = _in_fresh_process(_fit_gates_measured, interp, train.waveforms, params)
-        interp.source_gates_, interp.source_gates_history_ = fit["net"], fit["history"]
+        interp.source_gates_ = pickle.loads(fit["net"])
+        interp.source_gates_history_ = fit["history"]
         network = sum(h["seconds"] for h in fit["history"])
         _log(
             f"{name}: fit_source_gates {fit['seconds']:.0f} s (network {network:.0f} s), peak "

@@ -909,19 +909,31 @@ def _vad_probs(vad, waves: np.ndarray, batch: int = 32) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # costs
 # ---------------------------------------------------------------------------------------------
+def _proc_status_mib(key: str) -> float | None:
+    """A memory figure of this process from Linux's /proc/self/status (MiB), or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _peak_rss_mib() -> float:
     """This process's peak resident memory (MiB).
 
     ``VmHWM`` from /proc (Linux): unlike ``ru_maxrss``, which a spawned child inherits from the
     parent it was forked from, it starts afresh at ``exec``.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _proc_status_mib("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak is None else peak
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (MiB; where /proc is missing, its peak)."""
+    now = _proc_status_mib("VmRSS")
+    return _peak_rss_mib() if now is None else now
 
 
 def _in_fresh_process(target, *args):

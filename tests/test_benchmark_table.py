@@ -233,6 +233,60 @@ def test_the_share_ceiling_section_has_one_row_per_setting_and_names_its_split(m
     )
 
 
+def test_the_source_gates_study_has_one_row_per_setting_with_its_cost(make_table):
+    def ci(mean):
+        return {"mean": mean, "ci95": [mean - 0.01, mean + 0.01], "n": 64}
+
+    def conditions(share):
+        return {
+            "mix_equal": {"energy_share": ci(share), "si_sdr_gap": ci(27.81), "FF": ci(0.64)},
+            "mix_0.8_0.2": {"energy_share": ci(0.959), "si_sdr_gap": ci(27.9), "FF": ci(0.72)},
+        }
+
+    study = {
+        "commit": "abc1234",
+        "classifier_accuracy": 0.9125,
+        "fidelity_top1": 0.963,
+        "pipeline_fit_seconds": 99.6,
+        "n_train": 240,
+        "n_explained": {"mix_equal": 64, "mix_0.8_0.2": 67},
+        "train_folds": [1, 2, 3],
+        "test_fold": 4,
+        "results": {
+            "no source gates (separation=None)": {"params": None, "conditions": conditions(0.864)},
+            "30 epochs": {
+                "params": {"epochs": 30},
+                "seconds": 86.7,
+                "network_seconds": 60.4,
+                "peak_above_mib": 612.2,
+                "conditions": conditions(0.91),
+            },
+        },
+    }
+    lines = make_table.source_gates_study_lines(study)
+    rows = [row for row in lines if row.startswith("| ") and " | " in row[2:]][1:]
+    assert rows == [
+        "| no source gates (separation=None) | – | – | – | 0.864 [0.854, 0.874] | "
+        "27.8 [27.8, 27.8] | 0.64 [0.63, 0.65] | 0.959 [0.949, 0.969] | 0.72 [0.71, 0.73] |",
+        "| 30 epochs | 87 | 60 | 612 | 0.910 [0.900, 0.920] | 27.8 [27.8, 27.8] | "
+        "0.64 [0.63, 0.65] | 0.959 [0.949, 0.969] | 0.72 [0.71, 0.73] |",
+    ]
+    text = "\n".join(lines)
+    assert "(`python benchmarks/source_gates_study.py`, commit `abc1234`;" in text
+    assert "fitted without source gates in 100 s on 240 clips" in text
+    assert "equal-level (64) and 0.8/0.2 (67) mixtures" in text
+    other = "\n".join(
+        make_table.source_gates_study_lines(
+            {**study, "train_folds": [1, 2, 4], "test_fold": 3}, "source_gates_study_fold3"
+        )
+    )
+    assert "## The source gates' settings: time, memory and share, trained on folds" in other
+    assert (
+        "`python benchmarks/source_gates_study.py --train-folds 1 2 4 --test-fold 3 --out "
+        "benchmarks/results/source_gates_study_fold3.json`" in other
+    )
+
+
 def test_the_gate_networks_fit_times_name_their_channels(make_table, full_run):
     res = copy.deepcopy(full_run)
     interp = res["interpreters"]["nmfinterp"]
