@@ -323,6 +323,11 @@ def fit_gates(
 SOURCE_GATES_SCALE = 8.0
 
 
+#: mixtures explained at a time while :func:`fit_source_gates` makes its training rows (their
+#: waveforms and features are the fit's memory beside the rows)
+SOURCE_ROWS_CHUNK = 32
+
+
 class SourceGatesUnavailable(ValueError):
     """The clips give the source gates nothing to learn from: the classifier puts them all in
     one class, or decides none of their mixtures as one of their parts' classes."""
@@ -345,6 +350,21 @@ def source_targets(interpreter, deciding: np.ndarray, other: np.ndarray) -> torc
     return torch.cat(out) if out else torch.zeros((0, W.shape[1], 0))
 
 
+def _capped_chunks(X, decisions, n_rounds: int, max_mixtures: int, rng, chunk: int):
+    """:func:`_mixture_rounds`' mixtures, at most ``max_mixtures`` in all (the last round a random
+    subset of its own), ``chunk`` of them at a time."""
+    n_mixtures = 0
+    for a, b, ratio, gain in _mixture_rounds(X, decisions, n_rounds, rng):
+        if n_mixtures >= max_mixtures:
+            return
+        if n_mixtures + len(a) > max_mixtures:
+            pick = np.sort(rng.choice(len(a), max_mixtures - n_mixtures, replace=False))
+            a, b, ratio, gain = a[pick], b[pick], ratio[pick], gain[pick]
+        n_mixtures += len(a)
+        for i in range(0, len(a), chunk):
+            yield a[i : i + chunk], b[i : i + chunk], ratio[i : i + chunk], gain[i : i + chunk]
+
+
 def _source_rows(
     interpreter, X: np.ndarray, decisions: np.ndarray, n_rounds: int, max_mixtures: int, rng
 ):
@@ -355,22 +375,16 @@ def _source_rows(
     mixtures the classifier decides as one of their parts' classes (a class the interpreter's Θ
     has), ``targets`` (bool) the :func:`source_targets` of that part.
 
-    Round by round, into tensors of room for every mixture (pages never written take no memory):
-    only the kept rows' features outlive their round, not the mixtures' waveforms (their parts
-    and sum are each the size of ``X``), and no copy of all the rows is made at the end."""
+    ``SOURCE_ROWS_CHUNK`` mixtures at a time, into tensors of room for every mixture (pages never
+    written take no memory): only the kept rows' features outlive their chunk, not the mixtures'
+    waveforms, and no copy of all the rows is made at the end."""
     n_classes = interpreter.module_.theta.weight.shape[0]
     room = min(max_mixtures, n_rounds * len(X))
     out: dict[str, torch.Tensor] = {}
     n_mixtures = n_rows = 0
-    for a, b, ratio, gain in _mixture_rounds(X, decisions, n_rounds, rng):
-        if n_mixtures >= max_mixtures:
-            break
-        if n_mixtures + len(a) > max_mixtures:
-            pick = np.sort(rng.choice(len(a), max_mixtures - n_mixtures, replace=False))
-            a, b, ratio, gain = a[pick], b[pick], ratio[pick], gain[pick]
+    chunks = _capped_chunks(X, decisions, n_rounds, max_mixtures, rng, SOURCE_ROWS_CHUNK)
+    for a, b, ratio, gain in chunks:
         n_mixtures += len(a)
-        if not len(a):
-            continue
         first, second = X[a].astype(np.float32), (X[b] * ratio * gain).astype(np.float32)
         H, z, scores, hidden = _activations(interpreter, first + second, context=True)
         decided = scores.argmax(-1).numpy()

@@ -1111,9 +1111,10 @@ def test_fit_source_gates_learns_the_parts_and_explain_uses_them_by_default(setu
 
 
 def test_source_rows_are_made_round_by_round_and_stop_at_max_mixtures(setup, fitted, monkeypatch):
-    """fit_source_gates' training rows (gates._source_rows), made round by round: the same rows
-    as the interpreter's features of all the rounds' mixtures at once, the targets as bools;
-    max_mixtures bounds the mixtures the interpreter explains (the last round a random subset)."""
+    """fit_source_gates' training rows (gates._source_rows), made SOURCE_ROWS_CHUNK mixtures at a
+    time: the same rows as the interpreter's features of all the rounds' mixtures at once, the
+    targets as bools; max_mixtures bounds the mixtures the interpreter explains (the last round a
+    random subset)."""
     import importlib
 
     from nmfinterp.explain import _batched_classifier_scores
@@ -1121,6 +1122,7 @@ def test_source_rows_are_made_round_by_round_and_stop_at_max_mixtures(setup, fit
     G = importlib.import_module("nmfinterp.gates")
     _, train, _, _, _ = setup
     interp, X = fitted[-1], train.waveforms
+    monkeypatch.setattr(G, "SOURCE_ROWS_CHUNK", 5)
     decisions = _batched_classifier_scores(interp, X).argmax(-1).numpy()
     H, z, hidden, decided, targets = G._source_rows(
         interp, X, decisions, 2, 10_000, np.random.default_rng(0)
@@ -1151,7 +1153,7 @@ def test_source_rows_are_made_round_by_round_and_stop_at_max_mixtures(setup, fit
 
     monkeypatch.setattr(G, "_activations", counting)
     capped = G._source_rows(interp, X, decisions, 3, 7, np.random.default_rng(0))
-    assert sum(explained) == 7 and len(capped[3]) <= 7
+    assert explained == [5, 2] and len(capped[3]) <= 7
 
 
 def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
