@@ -473,8 +473,9 @@ class InterpreterEstimator(BaseEstimator):
         ``source_gates_`` is absent); True: learned, or ``fit`` refuses what they cannot be
         learned from (multilabel, one class); False: not learned (the fit's time is the
         interpreter's alone). Their training rows (the interpreter's H and hidden representation
-        of ten mixtures a clip) are kept in memory: 3.8 GiB at peak for 160 ESC-10 clips against
-        1 GiB without; use False for large corpora, or ``fit_source_gates`` on a part of them.
+        of ten mixtures a clip, at most ``fit_source_gates``' ``max_mixtures``, 3000) stay in
+        memory for the network's epochs: on ESC-10's 240 clips its fit's peak memory was about
+        1 GiB above what the process held before (benchmarks/source_gates_study.py).
     device : str, default="cpu"
         Where Ψ and Θ train. The fitted module is kept on the CPU, so a pickle made on a GPU loads
         anywhere; prediction falls back to the CPU when this device is not available.
