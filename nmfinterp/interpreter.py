@@ -1437,9 +1437,10 @@ class InterpreterEstimator(BaseEstimator):
         max_mixtures : int, default=3000
             At most this many mixtures in all (the rounds stop there; the last one is a random
             subset of its clips): it bounds the fit's memory and time on a large corpus. The
-            features of each mixture are kept for the epochs (H, the hidden representation and
-            the targets: about 0.27 MB a 5 s clip at 16 kHz with K=100, so about 0.8 GB at
-            3000); the mixtures' waveforms are made and dropped round by round.
+            features of each kept mixture stay for the epochs (H, the hidden representation and
+            the targets: 0.26 MiB a 5 s clip at 16 kHz with K=100, so at most about 0.8 GiB);
+            the mixtures' waveforms are made and dropped 32 at a time
+            (``nmfinterp.gates.SOURCE_ROWS_CHUNK``).
         """
         from .gates import fit_source_gates
 
