@@ -20,7 +20,6 @@ Raw results: ``benchmarks/results/source_gates_study.json`` (``--out`` for anoth
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -76,8 +75,8 @@ def _fit_gates_measured(interp, X, params: dict) -> dict:
     t = time.perf_counter()
     interp.fit_source_gates(X, **params)
     seconds = time.perf_counter() - t
-    return {  # the network as bytes: torch's queue would share its tensors with a process ending
-        "net": pickle.dumps(interp.source_gates_),
+    return {
+        "net": interp.source_gates_,
         "history": interp.source_gates_history_,
         "seconds": seconds,
         "rss_before_mib": before,
@@ -127,8 +126,7 @@ def main(argv=None) -> int:
     results[NONE] = {"params": None, "conditions": scores(separation=None)}
     for name, params in SETTINGS.items():
         fit = _in_fresh_process(_fit_gates_measured, interp, train.waveforms, params)
-        interp.source_gates_ = pickle.loads(fit["net"])
-        interp.source_gates_history_ = fit["history"]
+        interp.source_gates_, interp.source_gates_history_ = fit["net"], fit["history"]
         network = sum(h["seconds"] for h in fit["history"])
         _log(
             f"{name}: fit_source_gates {fit['seconds']:.0f} s (network {network:.0f} s), peak "

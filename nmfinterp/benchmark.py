@@ -55,6 +55,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import pickle
 import platform
 import queue as queue_module
 import resource
@@ -964,14 +965,16 @@ def _in_fresh_process(target, *args):
         proc.join(timeout=60)
     if status == "error":
         raise RuntimeError(f"{target.__name__} failed in the benchmark's child process:\n{value}")
-    return value
+    return pickle.loads(value)
 
 
 def _child_main(queue, threads, target, args):
     try:
         os.environ[THREADS_ENV] = str(threads)
         torch.set_num_threads(threads)
-        queue.put(("ok", target(*args)))
+        # as plain pickle bytes: torch's queue would share tensors through file descriptors
+        # that close with this process, before the parent has read them
+        queue.put(("ok", pickle.dumps(target(*args))))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         import traceback
 

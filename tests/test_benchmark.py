@@ -138,6 +138,10 @@ def test_quick_runs_every_method_but_the_costly_ablations():
 
 def test_fresh_process_returns_the_result_and_reports_failures():
     assert _in_fresh_process(max, 3, 7) == 7
+    # tensors too (torch's queue would hand them over through the ended child's descriptors)
+    assert torch.equal(_in_fresh_process(torch.arange, 3), torch.arange(3))
+    net = _in_fresh_process(torch.nn.Linear, 2, 1)
+    assert isinstance(net, torch.nn.Linear) and net.weight.shape == (1, 2)
     with pytest.raises(RuntimeError, match="ValueError"):  # the child's traceback, not a hang
         _in_fresh_process(int, "not a number")
     with pytest.raises(RuntimeError, match="exited with code 3"):  # died without a result
