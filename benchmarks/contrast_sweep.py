@@ -66,9 +66,8 @@ from nmfinterp.benchmark import (  # noqa: E402
     make_conditions,
     save_results,
     score_masks,
-    split_from_args,
     split_record,
-    train_benchmark_classifier,
+    study_classifier,
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.datasets import load_fsdd  # noqa: E402
@@ -200,12 +199,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--weights {bad}: expected non-negative numbers (integers for steps).")
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{name}.json")
     t_start = time.perf_counter()
-    ds, train, test = split_from_args(args)
+    ds, train, test, clf, y_train, y_test, accuracy = study_classifier(args)
     speech = load_fsdd(args.speech, sr=args.sr).waveforms if args.speech else None
-    clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
-        train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
-    )
-    _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
     commit = _git_commit()  # before the fit: the code it ran
     dictionaries = list(dict.fromkeys(args.dictionary))
     pipes, pipelines = {}, {}

@@ -54,9 +54,8 @@ from nmfinterp.benchmark import (  # noqa: E402
     _softmax,
     add_split_arguments,
     save_results,
-    split_from_args,
     split_record,
-    train_benchmark_classifier,
+    study_classifier,
 )
 from nmfinterp.demo import build_pipeline  # noqa: E402
 
@@ -140,11 +139,7 @@ def main(argv=None) -> int:
     dictionary_settings = {k: v for k, v in DICTIONARY_SETTINGS.items() if k in args.settings}
     names = [*settings, *dictionary_settings]
     t_start = time.perf_counter()
-    ds, train, test = split_from_args(args)
-    clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
-        train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
-    )
-    _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
+    ds, train, test, clf, y_train, y_test, accuracy = study_classifier(args)
     fidelity: dict[str, list[float]] = {name: [] for name in names}
     test_probs: dict[str, list[np.ndarray]] = {name: [] for name in names}
     seconds: dict[str, list[float]] = {name: [] for name in names}

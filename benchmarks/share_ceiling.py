@@ -57,9 +57,8 @@ from nmfinterp.benchmark import (  # noqa: E402
     explained_inputs,
     make_conditions,
     save_results,
-    split_from_args,
     split_record,
-    train_benchmark_classifier,
+    study_classifier,
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.explain import contrast_weights, explain  # noqa: E402
@@ -136,11 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "share_ceiling.json"))
     args = p.parse_args(argv)
     t_start = time.perf_counter()
-    ds, train, test = split_from_args(args)
-    clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
-        train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
-    )
-    _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
+    ds, train, test, clf, y_train, y_test, accuracy = study_classifier(args)
     commit = _git_commit()  # before the fit: the code it ran
     pipe, fit_seconds = _fit_pipeline(clf, args.sr, FULL, train, y_train)
     fidelity = float(pipe.score(test.waveforms, y_test))

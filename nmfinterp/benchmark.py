@@ -512,6 +512,18 @@ def train_benchmark_classifier(train, test, n_classes: int, sr: int, epochs: int
     return clf, y_train, y_test, float(np.mean(y_test.argmax(1) == test.labels)), seconds
 
 
+def study_classifier(args: argparse.Namespace):
+    """The data and classifier every study command starts from: ``args``' split
+    (:func:`split_from_args`) and the benchmark's classifier trained on it with the full run's
+    epochs, its accuracy logged; returns ``(ds, train, test, clf, y_train, y_test, accuracy)``."""
+    ds, train, test = split_from_args(args)
+    clf, y_train, y_test, accuracy, _ = train_benchmark_classifier(
+        train, test, ds.n_classes, args.sr, FULL["classifier_epochs"]
+    )
+    _log(f"classifier: fold-{args.test_fold} accuracy {accuracy:.3f}")
+    return ds, train, test, clf, y_train, y_test, accuracy
+
+
 def _source_gates_note(interp) -> str:
     """ " (source gates' network N s of it)" for an interpreter whose fit learned them (the
     network's training epochs; the mixtures' features before them are not in it), else ""."""

@@ -134,14 +134,15 @@ def _mixture_rounds(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng):
     """For each of ``n_rounds`` rounds: the clips ``a`` (all of them, in order, less those paired
     with their own class), a random partner ``b`` of another class for each, and the factors
     ``ratio · gain`` that put the partner at -12..0 dB under the clip (RMS ratio, random gain)."""
-    rms = lambda a: np.sqrt((a.astype(np.float64) ** 2).mean(-1, keepdims=True)) + 1e-8  # noqa: E731
+    # each clip's RMS once, not each round's copies of the clips
+    level = np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True)) + 1e-8
     for _ in range(n_rounds):
         a = np.arange(len(x))
         b = rng.permutation(len(x))
         ok = classes[a] != classes[b]
         a, b = a[ok], b[ok]
         gain = rng.uniform(0.25, 1.0, (len(a), 1))
-        yield a, b, rms(x[a]) / rms(x[b]), gain
+        yield a, b, level[a] / level[b], gain
 
 
 def _mixtures(x: np.ndarray, classes: np.ndarray, n_rounds: int, rng) -> np.ndarray:

@@ -333,3 +333,30 @@ def test_fsdd_digits_names_a_bad_number_of_takes(tmp_path, capsys):
         script.run(["--takes", "2", "--layout", str(tmp_path / "layout")])
     assert "--takes 2: expected 4 to 50" in capsys.readouterr().err
     assert not (tmp_path / "layout").exists()  # nothing written
+
+
+def test_study_classifier_trains_on_the_split_with_the_full_runs_epochs(monkeypatch, capsys):
+    """study_classifier: the split of the arguments, the classifier trained on it with FULL's
+    epochs, its accuracy logged."""
+    import importlib
+
+    B = importlib.import_module("nmfinterp.benchmark")
+    ds, train, test = types.SimpleNamespace(n_classes=3), object(), object()
+    seen = {}
+    monkeypatch.setattr(B, "split_from_args", lambda args: (ds, train, test))
+
+    def trained(tr, te, n_classes, sr, epochs):
+        seen.update(train=tr, test=te, n_classes=n_classes, sr=sr, epochs=epochs)
+        return "clf", "y_train", "y_test", 0.875, 1.0
+
+    monkeypatch.setattr(B, "train_benchmark_classifier", trained)
+    args = types.SimpleNamespace(sr=8000, test_fold=3)
+    assert B.study_classifier(args) == (ds, train, test, "clf", "y_train", "y_test", 0.875)
+    assert seen == {
+        "train": train,
+        "test": test,
+        "n_classes": 3,
+        "sr": 8000,
+        "epochs": B.FULL["classifier_epochs"],
+    }
+    assert "classifier: fold-3 accuracy 0.875" in capsys.readouterr().out
