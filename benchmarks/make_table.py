@@ -450,6 +450,56 @@ def source_gates_study_lines(study: dict, name: str = "source_gates_study") -> l
     return lines
 
 
+def source_gates_generalisation_lines(
+    study: dict, name: str = "source_gates_generalisation"
+) -> list[str]:
+    """The source gates' network's agreement with its targets on training rows and on the test
+    fold's mixtures, by setting, from benchmarks/source_gates_generalisation.py's JSON (``name``:
+    its file's stem)."""
+    title, command = _study_header(
+        study,
+        "source_gates_generalisation",
+        name,
+        "The source gates' network on clips it never saw",
+    )
+    n = study["n_held_out"]
+    groups = ("training rows", "mix_equal", "mix_0.8_0.2")
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
+        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
+        f"fidelity {study['fidelity_top1']:.3f}, fitted without source gates on "
+        f"{study['n_train']} clips): the network of `fit_source_gates` trained with each "
+        "setting on the same rows, scored against the true targets (`source_targets`) of the "
+        f"first {study['n_train_scored']} training rows and of the test fold's equal-level "
+        f"({n['mix_equal']}) and 0.8/0.2 ({n['mix_0.8_0.2']}) mixtures decided as one source's "
+        "class. 'agreement': over the components and frames, each weighted by the component's "
+        "magnitude in the frame; 'precision': the weighted share of what the network gives the "
+        "deciding source that the targets give it; 'untrained': the interpreter's own selection; "
+        "'ensemble': the mean probability of the first three trained rows.",
+        "",
+        "| setting | rows | network (s) | "
+        + " | ".join(
+            f"{g} {m}"
+            for g in ("training", "equal", "0.8/0.2")
+            for m in ("agreement", "precision", "BCE")
+        )
+        + " |",
+        "|---|---|---|" + "---|" * 9,
+    ]
+    for setting, r in study["results"].items():
+        cost = [str(r["n_rows"]), f"{r['seconds']:.0f}"] if "seconds" in r else ["–", "–"]
+        cells = [
+            f"{r['scores'][g][m]:.3f}"
+            for g in groups
+            for m in ("weighted_agreement", "weighted_precision", "bce")
+        ]
+        lines.append(f"| {setting} | " + " | ".join(cost + cells) + " |")
+    return lines
+
+
 def device_lines(dev: dict) -> list[str]:
     """The ``device`` parameter on an accelerator against the same machine's CPU, from
     benchmarks/device.py's JSON."""
@@ -828,6 +878,7 @@ def render(
     dictionaries: list[tuple[dict, str]] = (),
     share_ceilings: list[tuple[dict, str]] = (),
     source_gates_studies: list[tuple[dict, str]] = (),
+    generalisation_studies: list[tuple[dict, str]] = (),
     datasets: list[tuple[dict, str]] = (),
     own_rows: list[tuple[dict, str]] = (),
 ) -> str:
@@ -1142,6 +1193,8 @@ def render(
         lines += share_ceiling_lines(study, name)
     for study, name in source_gates_studies if not s["quick"] else ():
         lines += source_gates_study_lines(study, name)
+    for study, name in generalisation_studies if not s["quick"] else ():
+        lines += source_gates_generalisation_lines(study, name)
     if device is not None and not s["quick"]:
         lines += device_lines(device)
     return "\n".join(lines)
@@ -1185,6 +1238,14 @@ def _saved(name: str) -> dict | None:
     """The results another benchmark command saved, or None when it has not run."""
     path = ROOT / "benchmarks" / "results" / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _runs(prefix: str) -> list[tuple[dict, str]]:
+    """Every saved ``benchmarks/results/<prefix>*.json``, sorted by name, with its stem."""
+    return [
+        (json.loads(p.read_text()), p.stem)
+        for p in sorted((ROOT / "benchmarks" / "results").glob(f"{prefix}*.json"))
+    ]
 
 
 def main(argv=None):
@@ -1239,25 +1300,15 @@ def main(argv=None):
             _saved("device"),
             dictionaries,
             # share_ceiling.py's runs: the default split, then the others (--out ..._test_foldN)
-            [
-                (json.loads(p.read_text()), p.stem)
-                for p in sorted((ROOT / "benchmarks" / "results").glob("share_ceiling*.json"))
-            ],
+            _runs("share_ceiling"),
             # source_gates_study.py's runs: the default split, then the others (--out ...)
-            [
-                (json.loads(p.read_text()), p.stem)
-                for p in sorted((ROOT / "benchmarks" / "results").glob("source_gates_study*.json"))
-            ],
+            _runs("source_gates_study"),
+            # source_gates_generalisation.py's runs (--out ... for other splits)
+            _runs("source_gates_generalisation"),
             # other datasets: benchmarks/fsdd_digits.py
-            [
-                (json.loads(p.read_text()), p.stem)
-                for p in sorted((ROOT / "benchmarks" / "results").glob("fsdd_digits*.json"))
-            ],
+            _runs("fsdd_digits"),
             # rows measured in a run of their own: esc10.py --methods ... --name esc10_rows_...
-            [
-                (json.loads(p.read_text()), p.stem)
-                for p in sorted((ROOT / "benchmarks" / "results").glob("esc10_rows_*.json"))
-            ],
+            _runs("esc10_rows_"),
         )
     )
     print(f"wrote {dst}")

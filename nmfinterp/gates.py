@@ -187,9 +187,14 @@ def training_rows(interpreter, X: np.ndarray, mixtures: int, rng, context: bool 
     return waves, H, z, scores, hidden
 
 
-def _cosine_adam(net: nn.Module, lr: float, steps: int):
-    """Adam at ``lr`` and its rate's half cosine down to ``lr / 100`` over ``steps`` steps."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+def _cosine_adam(net: nn.Module, lr: float, steps: int, weight_decay: float = 0.0):
+    """Adam at ``lr`` (AdamW with ``weight_decay``) and its rate's half cosine down to
+    ``lr / 100`` over ``steps`` steps."""
+    opt = (
+        torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+        if weight_decay
+        else torch.optim.Adam(net.parameters(), lr=lr)
+    )
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(steps, 1), eta_min=lr / 100
     )
@@ -450,26 +455,66 @@ def fit_source_gates(
     so it trains in about the time of the interpreter's features of the mixtures. Returns the
     network (eval mode, CPU) and the mean loss and seconds of each epoch.
     """
-    rng = np.random.default_rng(random_state)
-    gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+    rows, gen = source_training_rows(interpreter, X, mixtures, max_mixtures, random_state)
+    return train_source_net(
+        rows,
+        interpreter.module_.theta.weight.detach(),
+        gen,
+        epochs=epochs,
+        lr=lr,
+        hidden=hidden,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
+
+
+def source_training_rows(
+    interpreter, X: np.ndarray, mixtures: int, max_mixtures: int, random_state
+):
+    """:func:`fit_source_gates`' rows (:func:`_source_rows`; the classes: the classifier's
+    decisions on ``X``) and the generator its network's draws then come from, both from
+    ``random_state``."""
     from .explain import _batched_classifier_scores
 
+    rng = np.random.default_rng(random_state)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
     decisions = _batched_classifier_scores(interpreter, X).argmax(-1).numpy()
-    H, z, hidden_rep, decided, targets = _source_rows(
-        interpreter, X, decisions, mixtures, max_mixtures, rng
-    )
-    theta = interpreter.module_.theta.weight.detach()
+    return _source_rows(interpreter, X, decisions, mixtures, max_mixtures, rng), gen
+
+
+def train_source_net(
+    rows,
+    theta: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    epochs: int,
+    lr: float,
+    hidden: int,
+    batch_size: int = 16,
+    weight_decay: float = 0.0,
+    read_hidden: bool = True,
+    verbose: int = 0,
+) -> tuple[GateNet, list[dict]]:
+    """:func:`fit_source_gates`' network trained on its rows ``(H, z, hidden, decided,
+    targets)`` (:func:`_source_rows`), Θ's weights ``theta``, the draws from ``gen``: binary
+    cross-entropy, Adam at ``lr`` (AdamW with ``weight_decay``), cosine decay; without
+    ``read_hidden`` the network does not read the hidden representation (what
+    ``benchmarks/source_gates_generalisation.py`` compares). Returns the network (eval mode) and
+    each epoch's mean loss and seconds."""
+    H, z, hidden_rep, decided, targets = rows
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        net = GateNet(H.shape[1], hidden, context_channels=hidden_rep.shape[1])
+        channels = hidden_rep.shape[1] if read_hidden else 0
+        net = GateNet(H.shape[1], hidden, context_channels=channels)
     bce = nn.BCEWithLogitsLoss()
     n = len(decided)
-    opt, schedule = _cosine_adam(net, lr, epochs * -(-n // batch_size))
+    opt, schedule = _cosine_adam(net, lr, epochs * -(-n // batch_size), weight_decay)
     history = []
     for _ in tqdm(range(epochs), desc="source gates", disable=verbose <= 0):
         total, t0 = 0.0, time.perf_counter()
         for idx in torch.randperm(n, generator=gen).split(batch_size):
-            logits = net(H[idx], z[idx], theta, decided[idx], hidden_rep[idx])
+            context = hidden_rep[idx] if read_hidden else None
+            logits = net(H[idx], z[idx], theta, decided[idx], context)
             loss = bce(logits, targets[idx].float())
             _descend(opt, schedule, loss)
             total += float(loss.detach()) * len(idx)

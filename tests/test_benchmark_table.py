@@ -287,6 +287,59 @@ def test_the_source_gates_study_has_one_row_per_setting_with_its_cost(make_table
     )
 
 
+def test_the_generalisation_study_scores_each_setting_on_each_group(make_table):
+    def scores(w):
+        group = {
+            "agreement": 0.8,
+            "weighted_agreement": w,
+            "weighted_precision": 0.83,
+            "bce": 0.4856,
+        }
+        return {
+            "training rows": {**group, "weighted_agreement": 0.8871},
+            "mix_equal": group,
+            "mix_0.8_0.2": {**group, "weighted_precision": 0.9069},
+        }
+
+    study = {
+        "commit": "abc1234",
+        "classifier_accuracy": 0.85,
+        "fidelity_top1": 0.9125,
+        "n_train": 240,
+        "n_train_scored": 600,
+        "n_held_out": {"mix_equal": 63, "mix_0.8_0.2": 62},
+        "train_folds": [1, 3, 4],
+        "test_fold": 2,
+        "results": {
+            "untrained": {"params": None, "scores": scores(0.6972)},
+            "hidden=64": {
+                "params": {"hidden": 64},
+                "n_rows": 1847,
+                "seconds": 201.4,
+                "final_loss": 0.27,
+                "scores": scores(0.7943),
+            },
+        },
+    }
+    lines = make_table.source_gates_generalisation_lines(study, "source_gates_generalisation_fold2")
+    rows = [row for row in lines if row.startswith("| ") and " | " in row[2:]][1:]
+    assert rows == [
+        "| untrained | – | – | 0.887 | 0.830 | 0.486 | 0.697 | 0.830 | 0.486 | 0.697 | 0.907 "
+        "| 0.486 |",
+        "| hidden=64 | 1847 | 201 | 0.887 | 0.830 | 0.486 | 0.794 | 0.830 | 0.486 | 0.794 | "
+        "0.907 | 0.486 |",
+    ]
+    text = "\n".join(lines)
+    assert (
+        "## The source gates' network on clips it never saw, trained on folds [1, 3, 4], " in text
+    )
+    assert (
+        "`python benchmarks/source_gates_generalisation.py --train-folds 1 3 4 --test-fold 2 "
+        "--out benchmarks/results/source_gates_generalisation_fold2.json`, commit `abc1234`" in text
+    )
+    assert "equal-level (63) and 0.8/0.2 (62) mixtures" in text and "first 600 training" in text
+
+
 def test_the_gate_networks_fit_times_name_their_channels(make_table, full_run):
     res = copy.deepcopy(full_run)
     interp = res["interpreters"]["nmfinterp"]

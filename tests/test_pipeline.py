@@ -1156,6 +1156,37 @@ def test_source_rows_are_made_round_by_round_and_stop_at_max_mixtures(setup, fit
     assert explained == [5, 2] and len(capped[3]) <= 7
 
 
+def test_the_source_network_trains_from_fit_source_gates_rows_and_draws(setup, fitted):
+    """gates.train_source_net on gates.source_training_rows (what the generalisation study trains
+    each setting with, from the generator's start) is fit_source_gates' network, weight for
+    weight; weight_decay (AdamW) gives another, and read_hidden=False one that reads no hidden
+    representation."""
+    from nmfinterp.gates import source_training_rows, train_source_net
+
+    _, train, _, _, _ = setup
+    interp = copy.deepcopy(fitted)[-1]
+    interp.random_state = 3
+    interp.fit_source_gates(train.waveforms, mixtures=2, epochs=3, hidden=8)
+    rows, gen = source_training_rows(interp, train.waveforms, 2, 3000, 3)
+    theta = interp.module_.theta.weight.detach()
+
+    def trained(**kw):
+        start = torch.Generator().manual_seed(gen.initial_seed())
+        return train_source_net(rows, theta, start, epochs=3, lr=3e-3, hidden=8, **kw)
+
+    net, history = trained()
+    assert [h["loss"] for h in history] == [h["loss"] for h in interp.source_gates_history_]
+    for (name, got), want in zip(
+        net.state_dict().items(), interp.source_gates_.state_dict().values(), strict=True
+    ):
+        assert torch.equal(got, want), name
+    decayed, _ = trained(weight_decay=0.1)
+    assert not torch.equal(decayed.body[0].weight, net.body[0].weight)
+    blind, blind_history = trained(read_hidden=False)
+    assert blind.context_channels == 0 and blind.context is None
+    assert np.isfinite(blind_history[-1]["loss"])
+
+
 def test_fit_source_gates_names_what_it_cannot_use(setup, fitted):
     from nmfinterp.gates import GateNet
 
