@@ -337,10 +337,11 @@ def gates_lines(study: dict) -> list[str]:
     return lines
 
 
-def _study_header(study: dict, script: str, name: str, title: str) -> tuple[str, str]:
-    """A study's section title and command: ``benchmarks/<script>.py``, with the split where it is
-    not the default one (folds 1-3 -> 4) and ``--out`` where its JSON (``name``) is not the
-    default file."""
+def _study_header(study: dict, script: str, name: str, title: str) -> tuple[list[str], str]:
+    """A study's heading lines and the opening of its first sentence: the title, and where the
+    figures come from (``benchmarks/<script>.py``, with the split where it is not the default one,
+    folds 1-3 -> 4, and ``--out`` where its JSON, ``name``, is not the default file; the commit,
+    the classifier's accuracy and the interpreter's top-1 fidelity), the parenthesis left open."""
     command = f"python benchmarks/{script}.py"
     train_folds, test_fold = study["train_folds"], study["test_fold"]
     if list(train_folds) != [1, 2, 3] or test_fold != 4:
@@ -348,23 +349,24 @@ def _study_header(study: dict, script: str, name: str, title: str) -> tuple[str,
         command += f" --train-folds {' '.join(map(str, train_folds))} --test-fold {test_fold}"
     if name != script:
         command += f" --out benchmarks/results/{name}.json"
-    return title, command
+    opening = (
+        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
+        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
+        f"fidelity {study['fidelity_top1']:.3f}"
+    )
+    return ["", f"## {title}", ""], opening
 
 
 def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
     """How far explain's settings take the equal-level share, from benchmarks/share_ceiling.py's
     JSON (``name``: its file's stem)."""
-    title, command = _study_header(
+    heading, opening = _study_header(
         study, "share_ceiling", name, "How far explain's settings take the deciding source's share"
     )
     where, auc = study["default_shortfall"], study["separability"]
     lines = [
-        "",
-        f"## {title}",
-        "",
-        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
-        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
-        f"fidelity {study['fidelity_top1']:.3f}): the test fold's {study['n_mixtures']} "
+        *heading,
+        opening + f"): the test fold's {study['n_mixtures']} "
         "equal-level mixtures that the classifier decides as one source's class, explained with "
         "each setting of the refinement (the others at explain's defaults). 'kept' is the share of "
         "the clips whose explanation the classifier still decides as the class with at least its "
@@ -409,17 +411,13 @@ def share_ceiling_lines(study: dict, name: str = "share_ceiling") -> list[str]:
 def source_gates_study_lines(study: dict, name: str = "source_gates_study") -> list[str]:
     """The source gates' training settings against their fit's time, memory and share, from
     benchmarks/source_gates_study.py's JSON (``name``: its file's stem)."""
-    title, command = _study_header(
+    heading, opening = _study_header(
         study, "source_gates_study", name, "The source gates' settings: time, memory and share"
     )
     n = study["n_explained"]
     lines = [
-        "",
-        f"## {title}",
-        "",
-        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
-        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
-        f"fidelity {study['fidelity_top1']:.3f}, fitted without source gates in "
+        *heading,
+        opening + f", fitted without source gates in "
         f"{study['pipeline_fit_seconds']:.0f} s on {study['n_train']} clips): "
         "`fit_source_gates` with each setting, each in a fresh process ('memory': its peak "
         "resident memory above what the process held before the fit), then the test fold's "
@@ -456,7 +454,7 @@ def source_gates_generalisation_lines(
     """The source gates' network's agreement with its targets on training rows and on the test
     fold's mixtures, by setting, from benchmarks/source_gates_generalisation.py's JSON (``name``:
     its file's stem)."""
-    title, command = _study_header(
+    heading, opening = _study_header(
         study,
         "source_gates_generalisation",
         name,
@@ -465,12 +463,8 @@ def source_gates_generalisation_lines(
     n = study["n_held_out"]
     groups = ("training rows", "mix_equal", "mix_0.8_0.2")
     lines = [
-        "",
-        f"## {title}",
-        "",
-        f"From `benchmarks/results/{name}.json` (`{command}`, commit `{study['commit']}`; the "
-        f"classifier's accuracy {study['classifier_accuracy']:.3f}, the interpreter's top-1 "
-        f"fidelity {study['fidelity_top1']:.3f}, fitted without source gates on "
+        *heading,
+        opening + f", fitted without source gates on "
         f"{study['n_train']} clips): the network of `fit_source_gates` trained with each "
         "setting on the same rows, scored against the true targets (`source_targets`) of the "
         f"first {study['n_train_scored']} training rows and of the test fold's equal-level "

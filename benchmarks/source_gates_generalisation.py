@@ -35,16 +35,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nmfinterp.benchmark import (  # noqa: E402
-    FULL,
-    _fit_pipeline,
-    _git_commit,
     _log,
     add_split_arguments,
     explained_inputs,
     make_conditions,
     save_results,
-    split_record,
-    study_classifier,
+    study_without_source_gates,
 )
 from nmfinterp.gates import (  # noqa: E402
     GateNet,
@@ -108,11 +104,7 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     t_start = time.perf_counter()
-    ds, train, test, clf, y_train, y_test, accuracy = study_classifier(args)
-    commit = _git_commit()  # before the fit: the code it ran
-    pipe, fit_seconds = _fit_pipeline(clf, args.sr, FULL, train, y_train, source_gates=False)
-    fidelity = float(pipe.score(test.waveforms, y_test))
-    _log(f"pipeline fit without source gates {fit_seconds:.0f} s, top-1 fidelity {fidelity:.3f}")
+    train, test, clf, pipe, record = study_without_source_gates(args)
     interp = pipe[-1]
     W = torch.as_tensor(interp.dictionary_.dictionary_, dtype=torch.float32)
     theta = interp.module_.theta.weight.detach()
@@ -175,11 +167,7 @@ def main(argv=None) -> int:
     results["ensemble"] = {"params": {"of": list(ENSEMBLE)}, "scores": scored(mean)}
     line("ensemble", results["ensemble"]["scores"])
     out = {
-        "commit": commit,
-        **split_record(args, ds, train, test),
-        "classifier_accuracy": accuracy,
-        "fidelity_top1": fidelity,
-        "pipeline_fit_seconds": fit_seconds,
+        **record,
         "n_held_out": {c: int(len(held_out[c][3])) for c in CONDITIONS},
         "n_train_scored": N_TRAIN_SCORED,
         "results": results,

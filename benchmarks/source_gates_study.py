@@ -29,9 +29,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nmfinterp.benchmark import (  # noqa: E402
-    FULL,
-    _fit_pipeline,
-    _git_commit,
     _in_fresh_process,
     _log,
     _peak_rss_mib,
@@ -42,8 +39,7 @@ from nmfinterp.benchmark import (  # noqa: E402
     make_conditions,
     save_results,
     score_masks,
-    split_record,
-    study_classifier,
+    study_without_source_gates,
 )
 from nmfinterp.classifiers import predict_logits  # noqa: E402
 from nmfinterp.explain import explain  # noqa: E402
@@ -93,11 +89,7 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     t_start = time.perf_counter()
-    ds, train, test, clf, y_train, y_test, accuracy = study_classifier(args)
-    commit = _git_commit()  # before the fit: the code it ran
-    pipe, fit_seconds = _fit_pipeline(clf, args.sr, FULL, train, y_train, source_gates=False)
-    fidelity = float(pipe.score(test.waveforms, y_test))
-    _log(f"pipeline fit without source gates {fit_seconds:.0f} s, top-1 fidelity {fidelity:.3f}")
+    train, test, clf, pipe, record = study_without_source_gates(args)
     interp = pipe[-1]
     probs = lambda w: _softmax(predict_logits(clf, w))  # noqa: E731
     conditions = make_conditions(test, None)
@@ -138,11 +130,7 @@ def main(argv=None) -> int:
             "conditions": scores(),
         }
     out = {
-        "commit": commit,
-        **split_record(args, ds, train, test),
-        "classifier_accuracy": accuracy,
-        "fidelity_top1": fidelity,
-        "pipeline_fit_seconds": fit_seconds,
+        **record,
         "n_explained": {c: int(len(inputs[c][0])) for c in CONDITIONS},
         "results": results,
         "total_seconds": time.perf_counter() - t_start,

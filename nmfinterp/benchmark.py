@@ -524,6 +524,26 @@ def study_classifier(args: argparse.Namespace):
     return ds, train, test, clf, y_train, y_test, accuracy
 
 
+def study_without_source_gates(args: argparse.Namespace):
+    """Where the source gates' studies start: :func:`study_classifier`, then the benchmark's
+    pipeline (the full run's settings, seed 0) fitted without source gates, its top-1 fidelity
+    logged; returns ``(train, test, clf, pipe, record)``, ``record`` what their JSON says of
+    them (the commit, the split, the classifier's accuracy, the fidelity, the fit's seconds)."""
+    ds, train, test, clf, y_train, y_test, accuracy = study_classifier(args)
+    commit = _git_commit()  # before the fit: the code it ran
+    pipe, fit_seconds = _fit_pipeline(clf, args.sr, FULL, train, y_train, source_gates=False)
+    fidelity = float(pipe.score(test.waveforms, y_test))
+    _log(f"pipeline fit without source gates {fit_seconds:.0f} s, top-1 fidelity {fidelity:.3f}")
+    record = {
+        "commit": commit,
+        **split_record(args, ds, train, test),
+        "classifier_accuracy": accuracy,
+        "fidelity_top1": fidelity,
+        "pipeline_fit_seconds": fit_seconds,
+    }
+    return train, test, clf, pipe, record
+
+
 def _source_gates_note(interp) -> str:
     """ " (source gates' network N s of it)" for an interpreter whose fit learned them (the
     network's training epochs; the mixtures' features before them are not in it), else ""."""

@@ -360,3 +360,52 @@ def test_study_classifier_trains_on_the_split_with_the_full_runs_epochs(monkeypa
         "epochs": B.FULL["classifier_epochs"],
     }
     assert "classifier: fold-3 accuracy 0.875" in capsys.readouterr().out
+
+
+def test_study_without_source_gates_fits_the_pipeline_without_them_and_records_it(
+    monkeypatch, capsys
+):
+    """study_without_source_gates: study_classifier's split and classifier, the benchmark's
+    pipeline fitted with FULL's settings and source_gates=False, its fidelity logged, and the
+    record the source gates' studies save."""
+    import importlib
+
+    B = importlib.import_module("nmfinterp.benchmark")
+    train = types.SimpleNamespace(waveforms="train clips")
+    test = types.SimpleNamespace(waveforms="test clips")
+    ds = types.SimpleNamespace(class_names=["a", "b"])
+    monkeypatch.setattr(
+        B, "study_classifier", lambda args: (ds, train, test, "clf", "y_train", "y_test", 0.85)
+    )
+    monkeypatch.setattr(B, "_git_commit", lambda: "abc1234")
+    monkeypatch.setattr(
+        B, "split_record", lambda args, d, tr, te: {"classes": d.class_names, "n_train": 240}
+    )
+    seen = {}
+
+    class Pipe:
+        def score(self, X, y):
+            seen["scored"] = (X, y)
+            return 0.9125
+
+    def fitted(clf, sr, cfg, tr, y, **params):
+        seen.update(clf=clf, sr=sr, cfg=cfg, train=tr, y=y, params=params)
+        return Pipe(), 73.8
+
+    monkeypatch.setattr(B, "_fit_pipeline", fitted)
+    got_train, got_test, clf, pipe, record = B.study_without_source_gates(
+        types.SimpleNamespace(sr=16000)
+    )
+    assert (got_train, got_test, clf, isinstance(pipe, Pipe)) == (train, test, "clf", True)
+    assert seen["cfg"] is B.FULL and seen["params"] == {"source_gates": False}
+    assert (seen["clf"], seen["sr"], seen["train"], seen["y"]) == ("clf", 16000, train, "y_train")
+    assert seen["scored"] == ("test clips", "y_test")
+    assert record == {
+        "commit": "abc1234",
+        "classes": ["a", "b"],
+        "n_train": 240,
+        "classifier_accuracy": 0.85,
+        "fidelity_top1": 0.9125,
+        "pipeline_fit_seconds": 73.8,
+    }
+    assert "pipeline fit without source gates 74 s, top-1 fidelity 0.912" in capsys.readouterr().out
