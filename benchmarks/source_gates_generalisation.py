@@ -1,6 +1,6 @@
 """How well the source gates' network predicts its targets on clips it never saw, by setting.
 
-    python benchmarks/source_gates_generalisation.py [--data DIR] [--train-folds 1 3 4] [--test-fold 2]
+    python benchmarks/source_gates_generalisation.py [--data DIR] [--train-folds 1 2 3] [--test-fold 4] [--out FILE]
     python benchmarks/make_table.py      # docs/benchmarks.md quotes the saved JSON
 
 The source gates (``fit_source_gates``) learn, per component and frame, whether the component
