@@ -120,8 +120,10 @@ def main(argv=None) -> int:
         rows[n_rounds] = source_training_rows(interp, train.waveforms, n_rounds, 10**6, 0)
         _log(f"{n_rounds} rounds: {len(rows[n_rounds][0][3])} training rows")
 
+    # the training rows scored: the first of the defaults' (fit_source_gates' own rounds)
+    scored_rows = tuple(t[:N_TRAIN_SCORED] for t in rows[next(iter(SETTINGS.values()))[0]][0])
+
     def scored(probs_of) -> dict:
-        scored_rows = tuple(t[:N_TRAIN_SCORED] for t in rows[10][0])
         out = {"training rows": agreement(probs_of(scored_rows), scored_rows[4], scored_rows[0], W)}
         for c, r in held_out.items():
             out[c] = agreement(probs_of(r), r[4], r[0], W)
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
             )
         )
 
-    torch.manual_seed(0)
+    # its last layer starts at zero: the interpreter's own selection, whatever the other weights
     untrained = GateNet(W.shape[1], DEFAULTS["hidden"], context_channels=0)
     results = {
         "untrained": {
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
     line("untrained", results["untrained"]["scores"])
     nets = {}
     for name, (n_rounds, params) in SETTINGS.items():
-        (train_rows, gen) = rows[n_rounds]
+        train_rows, gen = rows[n_rounds]
         kwargs = {**DEFAULTS, **params}
         t = time.perf_counter()
         # every setting from the generator's start: the defaults' row is fit_source_gates' own
