@@ -714,14 +714,33 @@ def dictionary_lines(base: dict, variants: list[tuple[dict, str]]) -> list[str]:
     return lines
 
 
+def _l2i_key(res: dict) -> str | None:
+    """The run's L2I interpreter: "l2i" (L2I's official training on one dictionary, since
+    2026-12-07), "constant" (the defaults' with a constant rate, before) or None."""
+    return next((k for k in ("l2i", "constant") if k in res["interpreters"]), None)
+
+
+def _param(value) -> str:
+    if isinstance(value, dict):  # fidelity_weight's schedule; JSON gave its epochs as strings
+        return "{" + ", ".join(f"{k}: {v!r}" for k, v in value.items()) + "}"
+    return repr(value).replace("'", '"')
+
+
 def l2i_training(res: dict) -> str:
-    """How the "constant" interpreter (L2I's training) differs from the defaults, in their params."""
-    ours, l2i = (res["interpreters"][k].get("params", {}) for k in ("nmfinterp", "constant"))
+    """How the run's L2I interpreter (:func:`_l2i_key`) differs from the defaults, in their params."""
+    ours, l2i = (res["interpreters"][k].get("params", {}) for k in ("nmfinterp", _l2i_key(res)))
     # the source gates' fit does not change the interpreter whose fidelity the row shows
     diff = {k: v for k, v in l2i.items() if ours.get(k) != v and k != "source_gates"}
     if not diff:  # results from before params were saved: only the schedule differed
         diff = {"lr_schedule": "constant"}
-    return ", ".join(f"{k}={v!r}".replace("'", '"') for k, v in sorted(diff.items()))
+    return ", ".join(f"{k}={_param(v)}" for k, v in sorted(diff.items()))
+
+
+def l2i_label(res: dict) -> str:
+    """The L2I interpreter's name in the tables."""
+    if _l2i_key(res) == "l2i":
+        return f"L2I's official training ({l2i_training(res)}) on one dictionary for all classes"
+    return f"{l2i_training(res)} (L2I's training)"
 
 
 def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
@@ -731,7 +750,8 @@ def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
     folds = " ".join(map(str, s["train_folds"]))
     methods = " ".join(f'"{m}"' for m in s["methods"])
     skip = f" --skip {' '.join(s['skip'])}" if s["skip"] else ""
-    constant = res["interpreters"].get("constant")
+    l2i = res["interpreters"].get(_l2i_key(res))
+    l2i_name = l2i_label(res) if _l2i_key(res) == "l2i" else f"L2I's training, {l2i_training(res)}"
     lines = [
         "",
         f"## Another split: trained on folds {s['train_folds']}, tested on fold {s['test_fold']}",
@@ -743,11 +763,7 @@ def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
         f"({clf['model']}, trained on these folds) scores fold-{s['test_fold']} accuracy "
         f"{clf['accuracy']:.3f}; the defaults' interpreter, top-1 fidelity "
         f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}"
-        + (
-            f" (L2I's training, {l2i_training(res)}: {constant['fidelity_top1']:.3f})"
-            if constant
-            else ""
-        )
+        + (f" ({l2i_name}: {l2i['fidelity_top1']:.3f})" if l2i else "")
         + ". Only the rows named in the command ran; the others show –.",
         "",
         *target_lines(res),
@@ -861,6 +877,32 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
     ]
 
 
+def silero_answer(sil: dict) -> list[str]:
+    """The issue's question about Silero, answered from its figures: does nmfinterp's explanation
+    keep the speech and drop the sound, and does Silero still decide speech on it?"""
+    r = sil["methods"].get("nmfinterp")
+    if r is None:
+        return []
+    m = lambda key: r[key]["mean"]  # noqa: E731
+    share, mixture = m("energy_share"), m("si_sdr_mixture")
+    kept = "mostly the speech" if share >= 0.9 else "more of the speech than of the sound"
+    return [
+        "",
+        f"Does the explanation keep the speech and drop the rest? It keeps {kept}: "
+        f"{share:.2f} of its energy comes from the speech (the input: 0.50), and its SI-SDR to the "
+        f"speech is {m('si_sdr_gap'):.1f} dB above its SI-SDR to the sound (the input: 0). Its "
+        f"SI-SDR to the speech itself, {m('si_sdr_deciding'):.1f} dB against the input's "
+        f"{mixture:.1f} dB, says it "
+        + (
+            "keeps part of the speech, not all of it (the part Silero's decision rests on); "
+            if m("si_sdr_deciding") < mixture
+            else "is closer to the speech than the input is; "
+        )
+        + f"Silero still decides speech on it (Fid-In {m('Fid-In'):.2f}) and its speech "
+        f"probability falls without it (FF {m('FF'):.2f}).",
+    ]
+
+
 def render(
     res: dict,
     src: str,
@@ -875,6 +917,7 @@ def render(
     generalisation_studies: list[tuple[dict, str]] = (),
     datasets: list[tuple[dict, str]] = (),
     own_rows: list[tuple[dict, str]] = (),
+    quick: dict | None = None,
 ) -> str:
     s, clf = res["settings"], res["classifier"]
     lines = [
@@ -885,7 +928,15 @@ def render(
         "docstring of `nmfinterp/benchmark.py`). Every cell is mean [95% CI] over the clips it names.",
         f"Data: `{Path(s['data']).name}`, trained on folds {s['train_folds']} ({res['n_train']} clips), "
         f"evaluated on fold {s['test_fold']} ({res['n_test']} clips). Total run time "
-        f"{res['total_seconds'] / 60:.0f} min on {res['machine']['cpu_threads']} torch threads.",
+        f"{res['total_seconds'] / 60:.0f} min on {res['machine']['cpu_threads']} torch threads."
+        + (
+            f" The whole protocol with small settings, `python benchmarks/esc10.py --quick` "
+            f"(`benchmarks/results/esc10_quick.json`, commit `{quick['commit']}`), took "
+            f"{quick['total_seconds'] / 60:.1f} min on {quick['machine']['cpu_threads']} torch "
+            "threads (its target: under 10 minutes on 2 cores)."
+            if quick and not s["quick"]
+            else ""
+        ),
         "",
         *(
             [
@@ -908,7 +959,8 @@ def render(
             "nmfinterp": "nmfinterp defaults",
             "faithful": "faithfulness=1",
             "one dictionary": "one dictionary for all classes (L2I's; the official row's)",
-            "constant": f"{l2i_training(res)} (L2I's training)",
+            "constant": l2i_label(res),
+            "l2i": l2i_label(res) + " (the row 'L2I, official training and selection')",
         }.get(key, key)
         lines.append(
             f"| {label} | {r['n_components']} | {r['fidelity_top1']:.3f} | {r['fit_seconds']:.0f} | "
@@ -1099,6 +1151,7 @@ def render(
             "",
         ]
         lines += table(sil["methods"], MIX_COLS)
+        lines += silero_answer(sil)
     if cost:
         lines += ["", "## Costs (ratios measured in one run)", ""]
         if cost.get("settings"):
@@ -1303,6 +1356,7 @@ def main(argv=None):
             _runs("fsdd_digits"),
             # rows measured in a run of their own: esc10.py --methods ... --name esc10_rows_...
             _runs("esc10_rows_"),
+            _saved("esc10_quick"),
         )
     )
     print(f"wrote {dst}")

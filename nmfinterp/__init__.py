@@ -7,7 +7,7 @@ then :func:`explain` turns a decision into audio.
 from .dictionary import NMFDictionary
 from .explain import Explanations, explain, write_wavs
 from .features import AudioFeatures
-from .interpreter import InterpreterEstimator
+from .interpreter import L2I_TRAINING, InterpreterEstimator
 from .persistence import load, save
 from .spectrogram import SpectrogramTransformer
 
@@ -15,6 +15,7 @@ __all__ = [
     "AudioFeatures",
     "Explanations",
     "InterpreterEstimator",
+    "L2I_TRAINING",
     "NMFDictionary",
     "SpectrogramTransformer",
     "explain",

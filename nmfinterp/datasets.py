@@ -4,7 +4,8 @@ Everything returns float32 numpy waveforms; a batch is a 2-D array ``(n_clips, n
 
 - :func:`load_audio` reads one file (WAV, FLAC, ... anything :mod:`soundfile` reads) as mono,
   resampled to the requested rate and optionally padded/trimmed to a fixed duration.
-- :func:`load_esc_folder` loads any folder in the ESC-50 layout (``meta.csv`` + ``audio/``),
+- :func:`load_esc_folder` loads any folder in the ESC-50 layout (``meta.csv`` or ESC-50's
+  ``meta/esc50.csv`` + ``audio/``),
   e.g. the ESC-10 copy in ``../shared/data/esc10``; :func:`load_fsdd` loads the Free Spoken
   Digit Dataset. Both return an :class:`AudioDataset`.
 - :func:`make_mixture`, :func:`mix_at_gain` and :func:`mix_equal_rms` build mixtures whose
@@ -33,6 +34,7 @@ __all__ = [
     "SYNTHETIC_CLASSES",
     "fix_length",
     "load_audio",
+    "esc_meta_path",
     "load_esc_folder",
     "load_fsdd",
     "make_mixture",
@@ -46,6 +48,9 @@ __all__ = [
 SYNTHETIC_CLASSES: tuple[str, ...] = ("bird", "engine", "rain", "siren")
 
 _ESC_COLUMNS = ("filename", "fold", "target", "category")
+#: where :func:`esc_meta_path` looks for the meta CSV of a folder, in turn: this repository's
+#: layout, then ESC-50's own (``meta/esc50.csv`` beside ``audio/``)
+_ESC_META_PATHS = ("meta.csv", "meta/esc50.csv")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
@@ -260,6 +265,32 @@ def _as_int_set(values: Iterable[int] | int | None, name: str) -> set[int] | Non
         raise ValueError(f"{name}={values!r}; expected an iterable of integers or None.") from exc
 
 
+def esc_meta_path(root: str | os.PathLike) -> Path:
+    """The meta CSV of a folder in the ESC-50 layout: ``root/meta.csv`` (this repository's
+    layout), else ``root/meta/esc50.csv`` (ESC-50's own release), else the one ``.csv`` file in
+    ``root/meta/``. A clear error names the paths tried when there is none, or several
+    candidates in ``meta/``.
+    """
+    root = Path(root)
+    for name in _ESC_META_PATHS:
+        if (root / name).is_file():
+            return root / name
+    found = sorted((root / "meta").glob("*.csv")) if (root / "meta").is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    tried = ", ".join(repr(str(root / name)) for name in _ESC_META_PATHS)
+    if found:
+        raise FileNotFoundError(
+            f"{str(root)!r} has no meta.csv and several CSV files in meta/ "
+            f"({', '.join(p.name for p in found)}); expected one meta CSV with columns "
+            f"{', '.join(_ESC_COLUMNS)}: rename the one to use to {str(root / 'meta.csv')!r}."
+        )
+    raise FileNotFoundError(
+        f"No meta CSV in {str(root)!r} (tried {tried} and meta/*.csv); expected an "
+        f"ESC-50-style CSV with columns {', '.join(_ESC_COLUMNS)} beside audio/."
+    )
+
+
 def load_esc_folder(
     root: str | os.PathLike,
     sr: int = 16000,
@@ -269,9 +300,11 @@ def load_esc_folder(
 ) -> AudioDataset:
     """Load a folder in the ESC-50 layout.
 
-    The folder must hold ``meta.csv`` with (at least) the columns ``filename``, ``fold``,
+    The folder must hold a meta CSV with (at least) the columns ``filename``, ``fold``,
     ``target`` and ``category`` (other columns are ignored), and the clips under
-    ``audio/<filename>`` (any sample rate, any format soundfile reads: WAV, FLAC, ...).
+    ``audio/<filename>`` (any sample rate, any format soundfile reads: WAV, FLAC, ...). The CSV is
+    ``meta.csv``, or ESC-50's own ``meta/esc50.csv``, or the one CSV file in ``meta/``
+    (:func:`esc_meta_path`): an unpacked ESC-50 release loads as it is.
 
     Parameters
     ----------
@@ -290,16 +323,16 @@ def load_esc_folder(
     Returns
     -------
     AudioDataset
-        Rows in ``meta.csv`` order. ``labels`` are re-indexed ``0 .. n_classes - 1`` following
+        Rows in the meta CSV's order. ``labels`` are re-indexed ``0 .. n_classes - 1`` following
         the alphabetical order of the kept category names (``class_names``); the original
-        ESC-50 class index is in ``extra["target"]``. ``folds`` are the folds of ``meta.csv``.
+        ESC-50 class index is in ``extra["target"]``. ``folds`` are the folds of the meta CSV.
 
     Raises
     ------
     FileNotFoundError
-        If ``root``, ``meta.csv`` or one of the listed audio files is missing.
+        If ``root``, the meta CSV or one of the listed audio files is missing.
     ValueError
-        If ``meta.csv`` lacks a required column or has malformed rows, if an unknown
+        If the meta CSV lacks a required column or has malformed rows, if an unknown
         category is requested, or if no clip is left after filtering.
     """
     sr = _check_sr(sr)
@@ -307,14 +340,9 @@ def load_esc_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"ESC folder {str(root)!r} does not exist; expected a folder holding meta.csv and audio/."
+            f"ESC folder {str(root)!r} does not exist; expected a folder holding a meta CSV (meta.csv or meta/esc50.csv) and audio/."
         )
-    meta = root / "meta.csv"
-    if not meta.is_file():
-        raise FileNotFoundError(
-            f"{str(meta)!r} is missing; expected an ESC-50-style meta.csv with columns "
-            f"{', '.join(_ESC_COLUMNS)} in {str(root)!r}."
-        )
+    meta = esc_meta_path(root)
     with open(meta, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [c.strip() for c in (reader.fieldnames or [])]
@@ -370,8 +398,8 @@ def load_esc_folder(
     if missing_files:
         more = f" (and {len(missing_files) - 3} more)" if len(missing_files) > 3 else ""
         raise FileNotFoundError(
-            f"Audio file(s) listed in meta.csv are missing: {missing_files[:3]}{more}; expected "
-            f"every filename of meta.csv under {str(audio_dir)!r}."
+            f"Audio file(s) listed in {meta.name} are missing: {missing_files[:3]}{more}; "
+            f"expected every filename of {str(meta)!r} under {str(audio_dir)!r}."
         )
     clips = [load_audio(p, sr, duration) for p in paths]
     class_names = sorted({r[3] for r in rows})

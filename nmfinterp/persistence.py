@@ -158,7 +158,7 @@ class _Writer:
         except TypeError:
             raise TypeError(
                 f"{type(est).__name__}.{key}={value!r} cannot be saved as JSON; expected numbers, "
-                "strings, booleans, None or lists of them (e.g. an int random_state, not a "
+                "strings, booleans, None, or lists or dicts of them (e.g. an int random_state, not a "
                 "RandomState). Use joblib.dump for such a model."
             ) from None
 
@@ -210,6 +210,9 @@ def _json_value(value):
         return {"__object_array__": [_json_value(v) for v in value.tolist()]}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"__dict__": {k: _json_value(v) for k, v in value.items()}}
+    if isinstance(value, dict) and all(isinstance(k, Integral) for k in value):
+        # e.g. fidelity_weight's {first epoch: weight}: JSON keys are strings, so as pairs
+        return {"__int_dict__": [[int(k), _json_value(v)] for k, v in value.items()]}
     raise TypeError(type(value).__name__)
 
 
@@ -305,6 +308,8 @@ def _decode(value):
             return tuple(_decode(v) for v in value["__tuple__"])
         if "__dict__" in value:
             return {k: _decode(v) for k, v in value["__dict__"].items()}
+        if "__int_dict__" in value:
+            return {int(k): _decode(v) for k, v in value["__int_dict__"]}
         if "__object_array__" in value:
             items = _decode(value["__object_array__"])
             out = np.empty(len(items), dtype=object)

@@ -133,6 +133,7 @@ def test_quick_runs_every_method_but_the_costly_ablations():
     full, quick = default_methods(False), default_methods(True)
     assert full == METHODS
     assert "nmfinterp" in quick and "L2I, official selection" in quick
+    assert "L2I, official training and selection" in quick  # its fit runs in every run anyway
     assert set(full) - set(quick) == set(QUICK_SKIPS) and QUICK_SKIPS
 
 

@@ -537,6 +537,22 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
     assert make_table.l2i_training(split) == 'lr_schedule="constant", weight_decay=0.0'
     text = "\n".join(make_table.split_lines(split, "x"))
     assert '(L2I\'s training, lr_schedule="constant", weight_decay=0.0: 0.900)' in text
+    # since 2026-12-07 the runs fit L2I whole ("l2i": its official training on one dictionary)
+    split["interpreters"]["l2i"] = split["interpreters"].pop("constant")
+    split["interpreters"]["l2i"]["params"] = {
+        **ours,
+        "alpha": 5.0,
+        "fidelity_weight": {"0": 0.5, "20": 1.0},  # as JSON gives a dict's keys back
+        "lr_schedule": "constant",
+    }
+    assert make_table.l2i_training(split) == (
+        'alpha=5.0, fidelity_weight={0: 0.5, 20: 1.0}, lr_schedule="constant"'
+    )
+    text = "\n".join(make_table.split_lines(split, "x"))
+    assert (
+        "(L2I's official training (alpha=5.0, fidelity_weight={0: 0.5, 20: 1.0}, "
+        'lr_schedule="constant") on one dictionary for all classes: 0.900)'
+    ) in text
 
 
 def test_another_dataset_shows_its_command_targets_and_every_method_that_ran(make_table):

@@ -132,7 +132,7 @@ def test_load_esc_folder_errors(tmp_path):
         load_esc_folder(tmp_path / "missing")
     root = _write_esc_folder(tmp_path / "esc")
     (root / "meta.csv").rename(root / "other.csv")
-    with pytest.raises(FileNotFoundError, match="meta.csv"):
+    with pytest.raises(FileNotFoundError, match=r"No meta CSV .*meta\.csv.*meta/esc50\.csv"):
         load_esc_folder(root)
 
     root = _write_esc_folder(tmp_path / "esc2")
@@ -148,6 +148,36 @@ def test_load_esc_folder_errors(tmp_path):
     root = _write_esc_folder(tmp_path / "esc4")
     (root / "meta.csv").write_text("filename,fold,target,category\na.wav,one,41,zebra\n")
     with pytest.raises(ValueError, match="line 2 is malformed"):
+        load_esc_folder(root)
+
+
+def test_load_esc_folder_reads_esc50s_own_layout(tmp_path):
+    """An unpacked ESC-50 release: meta/esc50.csv (with its esc10 / src_file / take columns) beside
+    audio/, FLAC as well as WAV; the same clips as with meta.csv at the top."""
+    flat = _write_esc_folder(tmp_path / "flat")
+    root = _write_esc_folder(tmp_path / "ESC-50-master")
+    (root / "meta").mkdir()
+    rows = (root / "meta.csv").read_text().splitlines()
+    (root / "meta.csv").unlink()
+    y, sr = sf.read(root / "audio" / "a.wav")
+    sf.write(root / "audio" / "a.flac", y, sr)
+    rows[1] = rows[1].replace("a.wav", "a.flac")
+    (root / "meta" / "esc50.csv").write_text(
+        "\n".join([rows[0] + ",esc10"] + [r + ",True" for r in rows[1:]]) + "\n"
+    )
+    ds = load_esc_folder(root, sr=16000, duration=1.0)
+    assert ds.filenames == ["a.flac", "b.wav", "c.wav"]
+    assert ds.class_names == ["apple", "zebra"] and ds.labels.tolist() == [1, 0, 1]
+    np.testing.assert_allclose(
+        ds.waveforms, load_esc_folder(flat, sr=16000, duration=1.0).waveforms, atol=1e-4
+    )
+    # another name in meta/ is found when it is the only CSV there; two are refused by name
+    (root / "meta" / "esc50.csv").rename(root / "meta" / "mine.csv")
+    assert load_esc_folder(root, sr=16000, duration=1.0).filenames == ds.filenames
+    (root / "meta" / "old.csv").write_text("filename\n")
+    with pytest.raises(
+        FileNotFoundError, match=r"several CSV files in meta/ \(mine.csv, old.csv\)"
+    ):
         load_esc_folder(root)
 
 

@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from nmfinterp import (
+    L2I_TRAINING,
     InterpreterEstimator,
     NMFDictionary,
     SpectrogramTransformer,
@@ -30,6 +31,8 @@ from nmfinterp.explain import (
     refine_selection,
     soft_mask,
 )
+from nmfinterp.interpreter import _fidelity_weights
+from nmfinterp.persistence import load, save
 
 SR = 16000
 LAYERS = ["blocks.1", "blocks.2", "blocks.3"]
@@ -112,6 +115,50 @@ def test_lr_schedule_sets_each_epochs_learning_rate(setup, schedule):
             2e-5 + (2e-3 - 2e-5) * (1 + np.cos(np.pi * per_epoch * e / steps)) / 2 for e in range(5)
         ]
         np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+
+
+def test_fidelity_weight_schedules_l_fid_and_l2i_training_is_l2is(setup, tmp_path):
+    clf, train, test, y_train, _ = setup
+    pipe = make_pipe(
+        clf, epochs=4, faithfulness=0.0, lr_schedule="constant", fidelity_weight={0: 0.5, 2: 2.0}
+    ).fit(train.waveforms, y_train)
+    interp = pipe[-1]
+    assert [h["fidelity_weight"] for h in interp.history_] == [0.5, 0.5, 2.0, 2.0]
+    for h in interp.history_:  # every batch's loss: alpha·rec + beta·sparsity + weight·L_FID
+        expected = 10.0 * h["reconstruction"] + 0.8 * h["sparsity"]
+        assert h["loss"] == pytest.approx(expected + h["fidelity_weight"] * h["fidelity_loss"])
+    # nmfinterp.save keeps the schedule's epochs as integers
+    path = save(pipe, tmp_path / "m.nmfi")
+    loaded = load(path, classifier=clf)
+    assert loaded[-1].get_params()["fidelity_weight"] == {0: 0.5, 2: 2.0}
+    np.testing.assert_allclose(
+        loaded.predict_proba(test.waveforms), pipe.predict_proba(test.waveforms), atol=1e-6
+    )
+    assert _fidelity_weights({"0": 0.5, "2": 2.0}, 3) == [0.5, 0.5, 2.0]  # JSON's string keys
+    # L2I's official training: 5.0 / 0.4 / 0.5, L_FID's weight 1.0 from epoch 20 (METHOD.md)
+    assert L2I_TRAINING["alpha"] == 5.0 and L2I_TRAINING["beta"] == 0.4
+    assert _fidelity_weights(L2I_TRAINING["fidelity_weight"], 35) == [0.5] * 20 + [1.0] * 15
+    official = clone(InterpreterEstimator(clf, **L2I_TRAINING)).get_params()
+    assert {k: official[k] for k in L2I_TRAINING} == L2I_TRAINING
+    assert (official["lr"], official["batch_size"], official["epochs"]) == (2e-4, 32, 35)
+
+
+@pytest.mark.parametrize(
+    "weight, message",
+    [
+        ({2: 1.0}, r"no weight for epoch 0; expected a dict whose keys include 0"),
+        ({0: 1.0, 3: -1.0}, r"3: -1.0 is not an epoch .* and a weight \(a finite number > 0\)"),
+        ({0: 1.0, "x": 2.0}, r"'x': 2.0 is not an epoch"),
+        ({0: float("nan")}, r"0: nan is not an epoch"),
+        (0.0, r"fidelity_weight"),
+    ],
+)
+def test_fidelity_weight_names_what_is_wrong_before_any_work(setup, weight, message):
+    clf, train, _, y_train, _ = setup
+    interp = make_pipe(clf, epochs=2, faithfulness=0.0, fidelity_weight=weight)[-1]
+    with pytest.raises(ValueError, match=message):
+        interp.fit(train.waveforms, y_train)
+    assert not hasattr(interp, "history_")  # nothing trained, nothing extracted
 
 
 def test_lr_schedule_refuses_unknown_names(setup):
