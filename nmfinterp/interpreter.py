@@ -1249,11 +1249,23 @@ class InterpreterEstimator(BaseEstimator):
         return logits.argmax(-1).numpy()
 
     def score(self, X, y) -> float:
-        """Top-1 fidelity: how often Θ's top class is the classifier's top class in ``y``."""
+        """Fidelity to the classifier's outputs ``y`` (what ``GridSearchCV`` maximises by default).
+
+        Single-label: top-1 fidelity, how often Θ's top class is the classifier's top class.
+        Multilabel: macro AUPRC of Θ's scores against the classifier's outputs as probabilities
+        (``y`` read as ``fit`` read its targets) thresholded at 0.5
+        (:func:`nmfinterp.metrics.multilabel_auprc`, METHOD.md's multi-label fidelity): the
+        top class of a multilabel decision says little of the others.
+        """
         check_is_fitted(self, "module_")
         targets = check_outputs(y, len(X), n_classes=len(self.classes_))
-        pred = self._forward(X)[0].argmax(-1).numpy()
-        return float(np.mean(pred == targets.argmax(axis=1)))
+        logits = self._forward(X)[0]
+        if self.multilabel:
+            from .metrics import multilabel_auprc
+
+            probs = _to_probabilities(targets, self.output_type_, True).numpy()
+            return multilabel_auprc(probs, logits.numpy())
+        return float(np.mean(logits.argmax(-1).numpy() == targets.argmax(axis=1)))
 
     def activations(self, X) -> np.ndarray:
         """The interpreter's activations H, ``(n_clips, K, T)``."""

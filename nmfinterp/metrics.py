@@ -9,7 +9,8 @@ its class probabilities, ``c = argmax f(x)`` the class it decides for the input 
 the classifier the way it normally receives audio.
 
 - Fidelity of the interpreter: :func:`top_k_fidelity` (single label),
-  :func:`multilabel_auprc` (multi-label), :func:`make_fidelity_scorer` (for ``GridSearchCV``).
+  :func:`multilabel_auprc` (multi-label), :func:`make_fidelity_scorer` and
+  :func:`make_auprc_scorer` (for ``GridSearchCV``).
 - Faithfulness of the explanation, per clip: :func:`faithfulness` (FF),
   :func:`average_increase` (AI), :func:`average_drop` (AD), :func:`average_gain` (AG),
   :func:`fidelity_in` (Fid-In), or all of them at once with :func:`explanation_scores`.
@@ -26,6 +27,7 @@ explanation's decision with the class ``c`` decided on the input (not with class
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ __all__ = [
     "explanation_scores",
     "faithfulness",
     "fidelity_in",
+    "make_auprc_scorer",
     "make_fidelity_scorer",
     "mask_complexity",
     "mask_sparseness",
@@ -259,6 +262,48 @@ def make_fidelity_scorer(k: int = 1) -> Callable[[Any, ArrayLike, ArrayLike], fl
     fidelity_scorer.__name__ = f"top_{k}_fidelity_scorer"
     fidelity_scorer.__qualname__ = fidelity_scorer.__name__
     return fidelity_scorer
+
+
+def make_auprc_scorer(threshold: float = 0.5) -> Callable[[Any, ArrayLike, ArrayLike], float]:
+    """Build a scikit-learn scorer of multi-label fidelity (:func:`multilabel_auprc`).
+
+    Parameters
+    ----------
+    threshold : float, default=0.5
+        Passed to :func:`multilabel_auprc`.
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y)`` returning
+        ``multilabel_auprc(y, estimator.predict_proba(X), threshold)``, where ``y`` holds the
+        classifier's probabilities (sigmoid outputs) of shape (n_clips, n_classes). Higher is
+        better. A multilabel :class:`~nmfinterp.InterpreterEstimator`'s own ``score`` is this at
+        0.5 (and reads logits too).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class Echo:
+    ...     def predict_proba(self, X):
+    ...         return np.asarray(X)
+    >>> scorer = make_auprc_scorer()
+    >>> clf = [[0.9, 0.1], [0.8, 0.2], [0.2, 0.7], [0.1, 0.3]]
+    >>> round(scorer(Echo(), [[0.7, 0.4], [0.3, 0.1], [0.4, 0.6], [0.2, 0.5]], clf), 4)
+    0.9167
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1]; got {threshold!r}.")
+
+    def auprc_scorer(estimator: Any, X: ArrayLike, y: ArrayLike) -> float:
+        if not hasattr(estimator, "predict_proba"):
+            raise ValueError(
+                f"The AUPRC scorer needs an estimator with predict_proba; "
+                f"{type(estimator).__name__} has none."
+            )
+        return multilabel_auprc(y, estimator.predict_proba(X), threshold=threshold)
+
+    return auprc_scorer
 
 
 # --------------------------------------------------------------------------------------------

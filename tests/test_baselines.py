@@ -134,6 +134,14 @@ def test_lmac_decoder_trains_and_masks(setup):
     assert len(lmac.history_) == 3 and all(np.isfinite(h["loss"]) for h in lmac.history_)
     masks = lmac.masks(X)
     assert masks.shape == spec.stft(X).shape and masks.min() >= 0 and masks.max() <= 1
+    # trained longer, its loss falls and its masks of "low band" decisions keep the low band
+    lmac = LMACExplainer(clf, ["feat"], spec, epochs=40, batch_size=3, hidden=16, random_state=0)
+    losses = [h["loss"] for h in lmac.fit(X).history_]
+    assert losses[-1] < losses[0] - 0.3
+    low = clf(torch.as_tensor(X)).argmax(1).numpy() == 1
+    assert low.sum() >= 3
+    masks = lmac.masks(X)[low]
+    assert _band_share(masks, LOW) > 1.5 * _band_share(masks, HIGH)
     with pytest.raises(RuntimeError, match="not fitted"):
         LMACExplainer(clf, ["feat"], spec).masks(X)
 

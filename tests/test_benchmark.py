@@ -16,6 +16,7 @@ from nmfinterp.benchmark import (
     _in_fresh_process,
     _interleaved_times,
     _interleaved_turns,
+    _load_others,
     _loudest,
     _speech_track,
     _turn_ratios,
@@ -47,6 +48,32 @@ def test_conditions_are_exact_sums_at_the_stated_levels(data):
     assert np.allclose(rms(conds["mix_equal"]["other"]), rms(x), rtol=1e-3)
     for name in ("white_noise", "speech"):
         assert np.allclose(rms(conds[name]["other"]), 0.5 * rms(x), rtol=1e-3)
+
+
+def test_others_folder_gives_the_interferers_of_both_mixtures(data, tmp_path):
+    """--others: any clips under a folder (nested, WAV or FLAC, any rate) become s2 of (b) and (c),
+    with no class of their own (so only the test clip's class can be the deciding one)."""
+    import soundfile as sf
+
+    (tmp_path / "others" / "deep").mkdir(parents=True)
+    t = np.arange(4000) / 16000
+    sf.write(tmp_path / "others" / "a.wav", np.sin(2 * np.pi * 300 * t), 16000)
+    sf.write(tmp_path / "others" / "deep" / "b.flac", np.sin(2 * np.pi * 900 * t[:2000]), 16000)
+    (tmp_path / "others" / "notes.txt").write_text("not audio")
+    n = data.waveforms.shape[1]
+    others = _load_others(str(tmp_path / "others"), 8000, n)
+    assert others.shape == (2, n) and others.dtype == np.float32  # resampled, padded / trimmed
+    conds = make_conditions(data, None, others)
+    for name in ("mix_0.8_0.2", "mix_equal"):
+        c = conds[name]
+        assert np.all(c["other_label"] == -1)
+        np.testing.assert_allclose(c["mixture"], c["target"] + c["other"], atol=1e-6)
+        for row in c["other"]:  # every interferer is one of the folder's clips, rescaled
+            assert any(abs(np.corrcoef(row, o)[0, 1]) > 0.999 for o in others)
+    assert np.allclose(rms(conds["mix_equal"]["other"]), rms(data.waveforms), rtol=1e-3)
+    with pytest.raises(FileNotFoundError, match=r"--others .*empty: no .wav/.flac/.ogg files"):
+        (tmp_path / "empty").mkdir()
+        _load_others(str(tmp_path / "empty"), 8000, n)
 
 
 def test_decisions_pick_the_source_of_the_decided_class(data):

@@ -1,6 +1,7 @@
 """Tests of nmfinterp.metrics against values worked out by hand (see the comments)."""
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from nmfinterp.metrics import (
     explanation_scores,
     faithfulness,
     fidelity_in,
+    make_auprc_scorer,
     make_fidelity_scorer,
     mask_complexity,
     mask_sparseness,
@@ -129,6 +131,40 @@ def test_fidelity_scorer_errors():
         make_fidelity_scorer(k=0)
     with pytest.raises(ValueError, match="needs an estimator with predict_proba; Ridge has none"):
         make_fidelity_scorer()(Ridge().fit([[0.0], [1.0]], [0.0, 1.0]), [[0.0]], [[1.0, 0.0]])
+
+
+class SigmoidRidge(SoftmaxRidge):
+    """The multi-label stand-in: ridge regression on logits, a sigmoid per class on output."""
+
+    def predict_proba(self, X):
+        return 1 / (1 + np.exp(-self.ridge_.predict(X)))
+
+
+def test_auprc_scorer_in_grid_search_and_by_hand():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = 1 / (1 + np.exp(-(X @ rng.normal(size=(5, 3)))))  # a multi-label classifier's probabilities
+    search = GridSearchCV(
+        SigmoidRidge(), {"alpha": [1e-3, 1e6]}, scoring=make_auprc_scorer(0.5), cv=3
+    )
+    search.fit(X, y)
+    # heavy shrinkage flattens every class's scores: their ranking, hence AUPRC, suffers
+    assert search.best_params_ == {"alpha": 1e-3} and search.best_score_ > 0.95
+    est = search.best_estimator_
+    assert make_auprc_scorer(0.3)(est, X, y) == multilabel_auprc(y, est.predict_proba(X), 0.3)
+    # the hand example of test_multilabel_auprc_hand_example_and_skipped_class, through a scorer
+    echo = types.SimpleNamespace(predict_proba=np.asarray)
+    clf = [[0.9, 0.1], [0.8, 0.2], [0.2, 0.7], [0.1, 0.3]]
+    interp = [[0.7, 0.4], [0.3, 0.1], [0.4, 0.6], [0.2, 0.5]]
+    assert make_auprc_scorer()(echo, interp, clf) == pytest.approx(11 / 12)
+
+
+def test_auprc_scorer_errors():
+    for bad in (0, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="threshold must be in \\(0, 1\\]"):
+            make_auprc_scorer(bad)
+    with pytest.raises(ValueError, match="needs an estimator with predict_proba; Ridge has none"):
+        make_auprc_scorer()(Ridge().fit([[0.0], [1.0]], [0.0, 1.0]), [[0.0]], [[1.0, 0.0]])
 
 
 # --------------------------------------------------------------------------------------------
