@@ -45,10 +45,13 @@ MIX_COLS = [
     ("FF", ".2f"),
     ("AI", ".0f"),
     ("AD", ".0f"),
+    ("AG", ".0f"),
     ("si_sdr_deciding", ".1f"),
     ("si_sdr_other", ".1f"),
     ("si_sdr_gap", ".1f"),
     ("energy_share", ".2f"),
+    ("sparseness", ".2f"),
+    ("complexity", ".1f"),
 ]
 HEAD = {
     "si_sdr_deciding": "SI-SDR deciding (dB)",
@@ -1151,6 +1154,9 @@ def render(
             "",
         ]
         lines += table(sil["methods"], MIX_COLS)
+        any_row = next(iter(sil["methods"].values()))
+        if "si_sdr_mixture" in any_row:
+            lines += ["", f"The mixture itself: SI-SDR {cell(any_row['si_sdr_mixture'], '.1f')} dB."]
         lines += silero_answer(sil)
     if cost:
         lines += ["", "## Costs (ratios measured in one run)", ""]
