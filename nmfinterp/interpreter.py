@@ -444,7 +444,8 @@ class InterpreterEstimator(BaseEstimator):
         0 among them) changes it during training: each epoch takes the weight of the largest key
         not after it. L2I's official training weighs reconstruction, sparsity and L_FID
         5.0 / 0.4 / 0.5 and raises L_FID's weight to 1.0 from epoch 20:
-        ``alpha=5.0, beta=0.4, fidelity_weight={0: 0.5, 20: 1.0}``, as :data:`L2I_TRAINING`
+        ``alpha=5.0, beta=0.4, fidelity_weight={0: 0.5, 20: 1.0}``, as
+        :data:`nmfinterp.interpreter.L2I_TRAINING` (``nmfinterp.L2I_TRAINING``)
         sets (with L2I's rate, batch, epochs and schedule). ``history_`` records each epoch's.
     epochs, batch_size, lr : training settings (Adam).
     weight_decay : float, default=1e-2

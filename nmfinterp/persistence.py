@@ -48,6 +48,7 @@ _ADDED_PARAMS = {
         "temperature": 1.0,
         "separation": False,
         "source_gates": False,
+        "fidelity_weight": 1.0,
     }
 }
 
