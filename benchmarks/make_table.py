@@ -1156,7 +1156,10 @@ def render(
         lines += table(sil["methods"], MIX_COLS)
         any_row = next(iter(sil["methods"].values()))
         if "si_sdr_mixture" in any_row:
-            lines += ["", f"The mixture itself: SI-SDR {cell(any_row['si_sdr_mixture'], '.1f')} dB."]
+            lines += [
+                "",
+                f"The mixture itself: SI-SDR {cell(any_row['si_sdr_mixture'], '.1f')} dB.",
+            ]
         lines += silero_answer(sil)
     if cost:
         lines += ["", "## Costs (ratios measured in one run)", ""]
