@@ -250,18 +250,22 @@ def make_fidelity_scorer(k: int = 1) -> Callable[[Any, ArrayLike, ArrayLike], fl
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}.")
+    return _proba_scorer(lambda y, p: top_k_fidelity(y, p, k=k), "fidelity", f"top_{k}_fidelity")
 
-    def fidelity_scorer(estimator: Any, X: ArrayLike, y: ArrayLike) -> float:
+
+def _proba_scorer(metric, what: str, name: str) -> Callable[[Any, ArrayLike, ArrayLike], float]:
+    """``scorer(estimator, X, y) = metric(y, estimator.predict_proba(X))``, named ``<name>_scorer``."""
+
+    def scorer(estimator: Any, X: ArrayLike, y: ArrayLike) -> float:
         if not hasattr(estimator, "predict_proba"):
             raise ValueError(
-                f"The fidelity scorer needs an estimator with predict_proba; "
+                f"The {what} scorer needs an estimator with predict_proba; "
                 f"{type(estimator).__name__} has none."
             )
-        return top_k_fidelity(y, estimator.predict_proba(X), k=k)
+        return metric(y, estimator.predict_proba(X))
 
-    fidelity_scorer.__name__ = f"top_{k}_fidelity_scorer"
-    fidelity_scorer.__qualname__ = fidelity_scorer.__name__
-    return fidelity_scorer
+    scorer.__name__ = scorer.__qualname__ = f"{name}_scorer"
+    return scorer
 
 
 def make_auprc_scorer(threshold: float = 0.5) -> Callable[[Any, ArrayLike, ArrayLike], float]:
@@ -294,16 +298,9 @@ def make_auprc_scorer(threshold: float = 0.5) -> Callable[[Any, ArrayLike, Array
     """
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold!r}.")
-
-    def auprc_scorer(estimator: Any, X: ArrayLike, y: ArrayLike) -> float:
-        if not hasattr(estimator, "predict_proba"):
-            raise ValueError(
-                f"The AUPRC scorer needs an estimator with predict_proba; "
-                f"{type(estimator).__name__} has none."
-            )
-        return multilabel_auprc(y, estimator.predict_proba(X), threshold=threshold)
-
-    return auprc_scorer
+    return _proba_scorer(
+        lambda y, p: multilabel_auprc(y, p, threshold=threshold), "AUPRC", "macro_auprc"
+    )
 
 
 # --------------------------------------------------------------------------------------------
