@@ -564,11 +564,14 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     shorter = cfg.get("source_gates") is not None and params.get("source_gates", "auto") == "auto"
     if shorter:  # learned below with cfg's settings instead of the defaults
         params["source_gates"] = False
+    # the run's epochs (--quick, --epochs) before a fit's own (L2I_TRAINING's), else the default
+    epochs = params.pop("epochs", None) if cfg["epochs"] is None else cfg["epochs"]
+    params.pop("epochs", None)
     pipe = build_pipeline(
         clf,
         sr,
         cfg["n_components"],
-        cfg["epochs"],
+        epochs,
         random_state=0,
         dictionary_params={"per_class": cfg.get("per_class", "auto")},
         **params,

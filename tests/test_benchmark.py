@@ -241,6 +241,33 @@ def test_the_dictionary_is_an_argument_of_the_benchmark(capsys):
     assert "--dictionary: invalid choice: 'blocks'" in capsys.readouterr().err
 
 
+def test_l2is_fit_takes_its_own_epochs_unless_the_run_sets_them(monkeypatch):
+    """The "l2i" pipeline's params carry L2I_TRAINING's 35 epochs: the full run trains it so,
+    --quick / --epochs (cfg["epochs"]) override them, as they do every interpreter's."""
+    import nmfinterp.benchmark as bench
+
+    real, epochs = bench.build_pipeline, []
+
+    class Fitted(list):
+        def fit(self, X, y):
+            return self
+
+    def build(*args, **kwargs):
+        pipe = real(*args, **kwargs)  # the real signature: an epochs given twice fails here
+        epochs.append(pipe[-1].epochs)
+        return Fitted([pipe[-1]])
+
+    monkeypatch.setattr(bench, "build_pipeline", build)
+    clips = types.SimpleNamespace(waveforms=np.zeros((2, 8)))
+    cfg = {"n_components": 4, "faithfulness_epochs": None}
+    l2i = {**bench.L2I_TRAINING, "source_gates": False}
+    for run_epochs, expected in ((None, 35), (12, 12)):
+        bench._fit_pipeline(None, 16000, cfg | {"epochs": run_epochs}, clips, None, **l2i)
+        assert epochs[-1] == expected
+    bench._fit_pipeline(None, 16000, cfg | {"epochs": None}, clips, None, source_gates=False)
+    assert epochs[-1] == bench.InterpreterEstimator().epochs  # the defaults' own
+
+
 def test_quick_fits_shorter_source_gates_and_the_full_run_the_defaults(monkeypatch):
     """cfg["source_gates"]: None (the full run) leaves source_gates="auto" to the fit; settings
     (--quick) fit the interpreter without them and then fit_source_gates with those settings,
