@@ -1399,8 +1399,7 @@ def main(argv=None) -> int:
     # the defaults' with lr_schedule="constant", weight_decay=0, for its fidelity alone)
     fits_to_run = [
         ("nmfinterp", {}),
-        # without source gates: L2I has none, and its row explains without refinement
-        ("l2i", {**L2I_TRAINING, "source_gates": False}),
+        ("l2i", L2I_TRAINING),  # without source gates: L2I has none
     ]
     # the pipelines only some rows explain with: not fitted when the methods are skipped
     evaluated = [] if "methods" in args.skip else args.methods

@@ -327,8 +327,9 @@ def _to_probabilities(scores: np.ndarray | torch.Tensor, output_type: str, multi
 
 #: L2I's official training (METHOD.md: reconstruction, sparsity and L_FID weighted 5.0 / 0.4 / 0.5,
 #: L_FID's weight raised to 1.0 from epoch 20; Adam at a constant 2e-4, batch 32, 35 epochs, no
-#: weight decay): ``InterpreterEstimator(classifier, **L2I_TRAINING)``. The benchmark's L2I row
-#: trains so, on one dictionary for all classes, and explains with L2I's selection.
+#: weight decay; L2I learns no source gates): ``InterpreterEstimator(classifier, **L2I_TRAINING)``.
+#: The benchmark's L2I row trains so, on one dictionary for all classes, and explains with L2I's
+#: selection.
 L2I_TRAINING = {
     "alpha": 5.0,
     "beta": 0.4,
@@ -338,6 +339,7 @@ L2I_TRAINING = {
     "weight_decay": 0.0,
     "batch_size": 32,
     "epochs": 35,
+    "source_gates": False,
 }
 
 
@@ -446,7 +448,8 @@ class InterpreterEstimator(BaseEstimator):
         5.0 / 0.4 / 0.5 and raises L_FID's weight to 1.0 from epoch 20:
         ``alpha=5.0, beta=0.4, fidelity_weight={0: 0.5, 20: 1.0}``, as
         :data:`nmfinterp.interpreter.L2I_TRAINING` (``nmfinterp.L2I_TRAINING``)
-        sets (with L2I's rate, batch, epochs and schedule). ``history_`` records each epoch's.
+        sets (with L2I's rate, batch, epochs and schedule, and no source gates). ``history_``
+        records each epoch's.
     epochs, batch_size, lr : training settings (Adam).
     weight_decay : float, default=1e-2
         Adam's L2 penalty on Ψ and Θ. The interpreter fits its training clips almost perfectly

@@ -260,7 +260,7 @@ def test_l2is_fit_takes_its_own_epochs_unless_the_run_sets_them(monkeypatch):
     monkeypatch.setattr(bench, "build_pipeline", build)
     clips = types.SimpleNamespace(waveforms=np.zeros((2, 8)))
     cfg = {"n_components": 4, "faithfulness_epochs": None}
-    l2i = {**bench.L2I_TRAINING, "source_gates": False}
+    l2i = bench.L2I_TRAINING
     for run_epochs, expected in ((None, 35), (12, 12)):
         bench._fit_pipeline(None, 16000, cfg | {"epochs": run_epochs}, clips, None, **l2i)
         assert epochs[-1] == expected
