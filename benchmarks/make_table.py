@@ -739,6 +739,15 @@ def l2i_training(res: dict) -> str:
     return ", ".join(f"{k}={_param(v)}" for k, v in sorted(diff.items()))
 
 
+def l2i_fidelity(res: dict) -> str:
+    """ " (<the L2I interpreter>: <its top-1 fidelity>)" after the defaults', or "" without one."""
+    key = _l2i_key(res)
+    if key is None:
+        return ""
+    name = l2i_label(res) if key == "l2i" else f"L2I's training, {l2i_training(res)}"
+    return f" ({name}: {res['interpreters'][key]['fidelity_top1']:.3f})"
+
+
 def l2i_label(res: dict) -> str:
     """The L2I interpreter's name in the tables."""
     if _l2i_key(res) == "l2i":
@@ -753,8 +762,6 @@ def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
     folds = " ".join(map(str, s["train_folds"]))
     methods = " ".join(f'"{m}"' for m in s["methods"])
     skip = f" --skip {' '.join(s['skip'])}" if s["skip"] else ""
-    l2i = res["interpreters"].get(_l2i_key(res))
-    l2i_name = l2i_label(res) if _l2i_key(res) == "l2i" else f"L2I's training, {l2i_training(res)}"
     lines = [
         "",
         f"## Another split: trained on folds {s['train_folds']}, tested on fold {s['test_fold']}",
@@ -765,9 +772,8 @@ def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:
         f"{name}`, commit `{res['commit']}`, {res['total_seconds'] / 60:.0f} min): the classifier "
         f"({clf['model']}, trained on these folds) scores fold-{s['test_fold']} accuracy "
         f"{clf['accuracy']:.3f}; the defaults' interpreter, top-1 fidelity "
-        f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}"
-        + (f" ({l2i_name}: {l2i['fidelity_top1']:.3f})" if l2i else "")
-        + ". Only the rows named in the command ran; the others show –.",
+        f"{res['interpreters']['nmfinterp']['fidelity_top1']:.3f}{l2i_fidelity(res)}"
+        ". Only the rows named in the command ran; the others show –.",
         "",
         *target_lines(res),
         *defaults_note(res),
@@ -874,7 +880,7 @@ def own_rows_lines(res: dict, name: str, base: dict) -> list[str]:
         f"{res['total_seconds'] / 60:.0f} min), trained on folds {s['train_folds']}, tested on "
         f"fold {s['test_fold']}: the classifier ({clf['model']}) scores fold-{s['test_fold']} "
         f"accuracy {clf['accuracy']:.3f}{where}, the defaults' interpreter top-1 fidelity "
-        f"{fidelity:.3f}. {check}",
+        f"{fidelity:.3f}{l2i_fidelity(res) if 'l2i' in res['interpreters'] else ''}. {check}",
         "",
         *method_lines(res),
     ]
