@@ -708,9 +708,8 @@ def _method_masks(
     if method == "L2I, official selection":  # L2I's selection on L2I's dictionary (one for all)
         ex = explain(pipes["one dictionary"], x, classes=classes, **OFFICIAL)
         return np.stack(ex.masks), "log"
-    if (
-        method == "L2I, official training and selection"
-    ):  # L2I whole: training, dictionary, selection
+    if method == "L2I, official training and selection":
+        # L2I whole: its training and dictionary (the "l2i" pipeline), its selection
         ex = explain(pipes["l2i"], x, classes=classes, **OFFICIAL)
         return np.stack(ex.masks), "log"
     if method == "nmfinterp, faithfulness=1":

@@ -32,9 +32,9 @@ __all__ = [
     "AudioDataset",
     "Mixture",
     "SYNTHETIC_CLASSES",
+    "esc_meta_path",
     "fix_length",
     "load_audio",
-    "esc_meta_path",
     "load_esc_folder",
     "load_fsdd",
     "make_mixture",
@@ -340,7 +340,8 @@ def load_esc_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"ESC folder {str(root)!r} does not exist; expected a folder holding a meta CSV (meta.csv or meta/esc50.csv) and audio/."
+            f"ESC folder {str(root)!r} does not exist; expected a folder holding a meta CSV "
+            "(meta.csv or meta/esc50.csv) and audio/."
         )
     meta = esc_meta_path(root)
     with open(meta, newline="", encoding="utf-8-sig") as fh:
