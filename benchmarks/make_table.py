@@ -744,7 +744,7 @@ def l2i_fidelity(res: dict) -> str:
     key = _l2i_key(res)
     if key is None:
         return ""
-    name = l2i_label(res) if key == "l2i" else f"L2I's training, {l2i_training(res)}"
+    name = l2i_label(res) if key == "l2i" else f"the defaults with {l2i_training(res)}"
     return f" ({name}: {res['interpreters'][key]['fidelity_top1']:.3f})"
 
 
@@ -752,7 +752,8 @@ def l2i_label(res: dict) -> str:
     """The L2I interpreter's name in the tables."""
     if _l2i_key(res) == "l2i":
         return f"L2I's official training ({l2i_training(res)}) on one dictionary for all classes"
-    return f"{l2i_training(res)} (L2I's training)"
+    # the runs before L2I_TRAINING: the defaults with L2I's constant rate, for its fidelity alone
+    return f"{l2i_training(res)} (the defaults with L2I's constant rate)"
 
 
 def split_lines(res: dict, name: str, seeds: dict | None = None) -> list[str]:

@@ -515,7 +515,7 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
         '"all components" --skip silero cost --name esc10_test_fold3`, commit `abc1234`, 6 min'
     ) in text
     # saved before the params were: only the schedule differed
-    assert 'top-1 fidelity 0.850 (L2I\'s training, lr_schedule="constant": 0.900)' in text
+    assert 'top-1 fidelity 0.850 (the defaults with lr_schedule="constant": 0.900)' in text
     rows = {tuple(r.split(" | ")[:2]): r for r in lines if r.startswith("| ")}
     assert "| 0.75 [0.72, 0.79] | **no** |" in rows[("| mix_equal", "energy_share")]
     assert "| – | not measured |" in rows[("| clean", "Fid-In")]  # a row that did not run
@@ -536,7 +536,7 @@ def test_another_split_shows_its_command_targets_and_seeds(make_table):
     }
     assert make_table.l2i_training(split) == 'lr_schedule="constant", weight_decay=0.0'
     text = "\n".join(make_table.split_lines(split, "x"))
-    assert '(L2I\'s training, lr_schedule="constant", weight_decay=0.0: 0.900)' in text
+    assert '(the defaults with lr_schedule="constant", weight_decay=0.0: 0.900)' in text
     # since 2026-12-07 the runs fit L2I whole ("l2i": its official training on one dictionary)
     split["interpreters"]["l2i"] = split["interpreters"].pop("constant")
     split["interpreters"]["l2i"]["params"] = {
