@@ -565,8 +565,8 @@ def _fit_pipeline(clf, sr, cfg, train, y_train, **params):
     if shorter:  # learned below with cfg's settings instead of the defaults
         params["source_gates"] = False
     # the run's epochs (--quick, --epochs) before a fit's own (L2I_TRAINING's), else the default
-    epochs = params.pop("epochs", None) if cfg["epochs"] is None else cfg["epochs"]
-    params.pop("epochs", None)
+    own_epochs = params.pop("epochs", None)
+    epochs = own_epochs if cfg["epochs"] is None else cfg["epochs"]
     pipe = build_pipeline(
         clf,
         sr,

@@ -22,6 +22,7 @@ from ._validation import check_allocation, check_outputs, check_waveforms, user_
 from .dictionary import NMFDictionary
 from .features import is_audio_features
 from .hooks import classifier_device, frozen, resolve_layers, run_with_hooks
+from .metrics import multilabel_auprc
 from .parallel import limit_threads_in_workers
 from .spectrogram import SpectrogramTransformer, log_magnitude
 
@@ -1265,8 +1266,6 @@ class InterpreterEstimator(BaseEstimator):
         targets = check_outputs(y, len(X), n_classes=len(self.classes_))
         logits = self._forward(X)[0]
         if self.multilabel:
-            from .metrics import multilabel_auprc
-
             probs = _to_probabilities(targets, self.output_type_, True).numpy()
             return multilabel_auprc(probs, logits.numpy())
         return float(np.mean(logits.argmax(-1).numpy() == targets.argmax(axis=1)))
